@@ -1,0 +1,353 @@
+"""Typed experiment configuration: YAML presets in ``configs/`` + ``key=value`` overrides.
+
+One :class:`ExperimentConfig` describes a run completely; it is validated when built (each
+section's ``__post_init__`` names the bad field), saved into every checkpoint and into the
+W&B run, and re-read on resume. Model/loss sections are the dataclasses that live next to
+the code they configure (:mod:`codec.config`); this module adds the run, data, optimiser,
+validation, checkpoint and W&B sections and the loading machinery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from codec.config import CodecConfig, DiscriminatorConfig, LossConfig
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or out of range; the message names the field."""
+
+
+def _check(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"config field `{name}`: {msg}")
+
+
+@dataclass
+class RunConfig:
+    """Where the run lives and how long it is.
+
+    precision: "auto" (bf16 on a CUDA GPU, fp32 on CPU), "bf16", "fp16" (with a grad
+        scaler), or "no" (fp32). STFT/mel computations are fp32 whatever this says.
+    cpu: force CPU even when a GPU is present (and let Accelerate form a multi-process
+        group on CPU, which it only does when asked).
+    """
+
+    name: str = "telucodec"
+    output_dir: str = "runs"
+    max_steps: int = 1000
+    log_every: int = 10
+    precision: str = "auto"
+    cpu: bool = False
+    seed: int = 0
+    max_minutes: float | None = None  # stop cleanly (with a checkpoint) after this wall time
+    # Re-initialise dead codebook entries every N optimizer steps (0 = never). Rank 0 draws
+    # the replacements and broadcasts them (trainer.distributed.replace_dead_codes).
+    dead_code_every: int = 100
+
+    def __post_init__(self) -> None:
+        _check(self.max_steps > 0, "run.max_steps", f"must be > 0, got {self.max_steps}")
+        _check(self.log_every > 0, "run.log_every", f"must be > 0, got {self.log_every}")
+        _check(
+            self.precision in ("auto", "bf16", "fp16", "no"),
+            "run.precision",
+            f"must be auto, bf16, fp16 or no, got {self.precision!r}",
+        )
+        _check(bool(self.name), "run.name", "must not be empty")
+        _check(self.dead_code_every >= 0, "run.dead_code_every", "must be >= 0")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+@dataclass
+class DataConfig:
+    """The shard set and how batches are cut from it.
+
+    shards: folder holding ``manifest.json`` (written by ``telucodec-prep``).
+    shard_base: where the tar files are, if not beside the manifest: a folder or a URL
+        prefix (``pipe:aws s3 cp s3://bucket/set`` style prefixes work; see launch/README).
+    batch_size: items per process (per GPU) per micro-batch. The global batch is
+        batch_size x grad_accum x number of processes.
+    segment_samples: crop length in samples; a multiple of the codec hop.
+    """
+
+    shards: str = "runs/demo/shards"
+    shard_base: str | None = None
+    batch_size: int = 16
+    segment_samples: int = 16000
+    num_workers: int = 2
+    crops_per_chunk: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size > 0, "data.batch_size", f"must be > 0, got {self.batch_size}")
+        _check(
+            self.segment_samples > 0,
+            "data.segment_samples",
+            f"must be > 0, got {self.segment_samples}",
+        )
+        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        _check(self.crops_per_chunk > 0, "data.crops_per_chunk", "must be > 0")
+
+
+@dataclass
+class OptimConfig:
+    """Optimisers and schedule. Defaults are DAC's published recipe (descript-audio-codec,
+    conf/base.yml): AdamW lr 1e-4, betas (0.8, 0.99), ExponentialLR gamma 0.999996 per step,
+    gradient clipping 1e3 (generator) and 10 (discriminator)."""
+
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas: tuple[float, float] = (0.8, 0.99)
+    weight_decay: float = 0.01  # torch AdamW default, which DAC keeps
+    lr_decay: float = 0.999996
+    grad_clip_g: float = 1000.0
+    grad_clip_d: float = 10.0
+    grad_accum: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.lr_g > 0, "optim.lr_g", f"must be > 0, got {self.lr_g}")
+        _check(self.lr_d > 0, "optim.lr_d", f"must be > 0, got {self.lr_d}")
+        _check(0 < self.lr_decay <= 1, "optim.lr_decay", "must be in (0, 1]")
+        _check(self.grad_accum >= 1, "optim.grad_accum", "must be >= 1")
+        _check(len(self.betas) == 2, "optim.betas", "must have two values")
+
+
+@dataclass
+class ValidationConfig:
+    """The rank-0 SNR validation hook.
+
+    kbps: bitrates to validate at; each maps to the number of codebooks that gives at most
+        that bitrate (and at least one codebook).
+    max_items / max_seconds: bound the validation set (full chunks, fixed order).
+    """
+
+    every_steps: int = 500
+    kbps: tuple[float, ...] = (2.0, 4.0, 6.0)
+    max_items: int = 32
+    max_seconds: float = 300.0
+    audio_examples: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.every_steps > 0, "validation.every_steps", "must be > 0")
+        _check(len(self.kbps) > 0, "validation.kbps", "must list at least one bitrate")
+        _check(all(k > 0 for k in self.kbps), "validation.kbps", "bitrates must be > 0")
+        _check(self.max_items > 0, "validation.max_items", "must be > 0")
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 500
+    keep_last: int = 3
+
+    def __post_init__(self) -> None:
+        _check(self.every_steps > 0, "checkpoint.every_steps", "must be > 0")
+        _check(self.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases through Accelerate's trackers. mode "auto": online when an API key
+    is configured (WANDB_API_KEY or ~/.netrc), otherwise offline (sync later with
+    ``wandb sync``)."""
+
+    enabled: bool = True
+    project: str = "telucodec"
+    entity: str | None = None
+    mode: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(
+            self.mode in ("auto", "online", "offline", "disabled"),
+            "wandb.mode",
+            f"must be auto, online, offline or disabled, got {self.mode!r}",
+        )
+
+
+@dataclass
+class ExperimentConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self) -> None:
+        hop = self.codec.hop_length
+        _check(
+            self.data.segment_samples % hop == 0,
+            "data.segment_samples",
+            f"{self.data.segment_samples} is not a multiple of the codec hop ({hop} samples)",
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- loading
+
+# Flag names from the user's earlier scripts, accepted so old launch lines keep working.
+ALIASES: dict[str, str] = {
+    "batch_size": "data.batch_size",
+    "learning_rate": "optim.lr_g",
+    "segment_length": "data.segment_samples",  # in samples, as the old scripts used it
+    "sample_rate": "codec.sample_rate",
+    "checkpoint_dir": "run.output_dir",
+    "experiment_name": "run.name",
+    "use_wandb": "wandb.enabled",
+    "max_steps": "run.max_steps",
+}
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    """Convert a YAML/CLI value to the annotated field type, naming the field on failure."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, name)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config field `{name}`: expected a mapping, got {value!r}")
+        return _build(tp, value, name)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, name) for v in value)
+        return tuple(_coerce(a, v, name) for a, v in zip(args, value, strict=False))
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return low in ("true", "1", "yes")
+            return bool(value)
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        if tp in (int, float, str):
+            return tp(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config field `{name}`: cannot read {value!r} as {tp.__name__}") from e
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(data) - known
+    if unknown:
+        where = f"`{prefix}`" if prefix else "top level"
+        raise ConfigError(
+            f"unknown config field(s) {sorted(unknown)} in {where}; known: {sorted(known)}"
+        )
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else key
+        kwargs[key] = _coerce(hints[key], value, name)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config section `{prefix or cls.__name__}`: {e}") from e
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override `{dotted}`: `{p}` is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["data.batch_size=8", "--learning_rate", "3e-4", "--use_wandb"]`` -> nested dict.
+
+    Values are parsed as YAML (so ``8`` is an int, ``[2, 4]`` a list, ``null`` None).
+    Old-script flags (``--batch_size 8``) are mapped through :data:`ALIASES`.
+    """
+    tree: dict = {}
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item.startswith("--"):
+            key = item[2:]
+            if "=" in key:
+                key, raw = key.split("=", 1)
+            elif (
+                i + 1 < len(items) and not items[i + 1].startswith("--") and "=" not in items[i + 1]
+            ):
+                raw = items[i + 1]
+                i += 1
+            else:
+                raw = "true"  # a bare flag such as --use_wandb
+            if key not in ALIASES:
+                raise ConfigError(f"unknown option --{key}; known aliases: {sorted(ALIASES)}")
+            key = ALIASES[key]
+        elif "=" in item:
+            key, raw = item.split("=", 1)
+        else:
+            raise ConfigError(f"cannot read override {item!r}: expected key=value")
+        _set_dotted(tree, key, yaml.safe_load(raw))
+        i += 1
+    return tree
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
+    """Build the experiment config from a YAML preset plus overrides (later wins)."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p}: top level must be a mapping")
+        data = loaded
+    data = _merge(data, parse_overrides(overrides or []))
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict) -> ExperimentConfig:
+    return _build(ExperimentConfig, data)
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples -> lists so the YAML is plain and re-loadable with safe_load."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj

@@ -1,0 +1,153 @@
+"""Weights & Biases through Accelerate's trackers, made impossible to crash a run.
+
+* Mode "auto" runs online only when an API key is configured, else offline: the run is
+  written under ``<run_dir>/wandb`` and can be uploaded later with ``wandb sync``.
+* A failing ``wandb.init`` (unreachable server, bad key) falls back to offline, then to no
+  tracking, with one warning. A failing ``log`` is reported once and training goes on.
+* Only the main process talks to W&B (Accelerate's trackers already run on the main
+  process only), so there is exactly one run per training job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import netrc
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+from trainer.config import WandbConfig
+
+log = logging.getLogger("telucodec")
+
+
+def has_wandb_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        auth = netrc.netrc().authenticators("api.wandb.ai")
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return bool(auth and auth[2])
+
+
+def resolve_mode(cfg: WandbConfig) -> str:
+    if not cfg.enabled or cfg.mode == "disabled":
+        return "disabled"
+    env = os.environ.get("WANDB_MODE")
+    if cfg.mode == "auto":
+        if env in ("offline", "online", "disabled"):
+            return env
+        return "online" if has_wandb_key() else "offline"
+    return cfg.mode
+
+
+class Tracker:
+    """Thin, failure-proof wrapper; ``active`` is False when W&B is off or failed."""
+
+    def __init__(self, accelerator: Accelerator, cfg: WandbConfig) -> None:
+        self.accelerator = accelerator
+        self.cfg = cfg
+        self.mode = resolve_mode(cfg)
+        self.active = False
+        self.run_id: str | None = None
+        self._warned = False
+        self.local_log: Path | None = None
+
+    def start(self, run_name: str, run_dir: Path, config: dict, run_id: str | None) -> str | None:
+        """Start (or resume, when ``run_id`` is given) the W&B run. Returns the run id."""
+        if self.accelerator.is_main_process:
+            # A local copy of every logged scalar, W&B or not: the benchmark scripts and a
+            # user without W&B read the curves from here.
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.local_log = run_dir / "metrics.jsonl"
+        if self.mode == "disabled":
+            return None
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        for mode in dict.fromkeys([self.mode, "offline"]):
+            init = {
+                "name": run_name,
+                "id": self.run_id,
+                "resume": "allow",
+                "dir": str(run_dir),
+                "mode": mode,
+                "entity": self.cfg.entity,
+                # do not let a dead network stall the start of training for minutes
+                "settings": {"init_timeout": 60, "silent": True},
+            }
+            try:
+                if self.accelerator.is_main_process:
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                self.accelerator.init_trackers(
+                    self.cfg.project, config=config, init_kwargs={"wandb": init}
+                )
+                self.active = True
+                self.mode = mode
+                if self.accelerator.is_main_process:
+                    where = run_dir / "wandb"
+                    log.info("W&B run %s (%s mode) in %s", self.run_id, mode, where)
+                    if mode == "offline":
+                        log.info("upload later with: wandb sync %s/offline-run-*", where)
+                return self.run_id
+            except Exception as e:  # noqa: BLE001 - any tracker failure must not stop training
+                log.warning("W&B init in %s mode failed (%s); trying without it", mode, e)
+                self.accelerator.trackers = []
+        self.mode = "disabled"
+        return None
+
+    def log(self, values: dict[str, Any], step: int) -> None:
+        if self.local_log is not None:
+            row = {"step": step}
+            for k, v in values.items():
+                if isinstance(v, int | float):
+                    row[k] = v if math.isfinite(v) else str(v)
+            with open(self.local_log, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        if not self.active:
+            return
+        try:
+            self.accelerator.log(values, step=step)
+        except Exception as e:  # noqa: BLE001
+            if not self._warned:
+                log.warning("W&B log failed (%s); training continues", e)
+                self._warned = True
+
+    def run(self):
+        """The underlying ``wandb.Run`` on the main process (for media), else None."""
+        if not self.active or not self.accelerator.is_main_process:
+            return None
+        try:
+            return self.accelerator.get_tracker("wandb", unwrap=True)
+        except Exception:  # noqa: BLE001
+            return None
+
+    def alert(self, title: str, text: str) -> None:
+        run = self.run()
+        if run is None:
+            return
+        try:
+            run.alert(title=title, text=text)
+        except Exception:  # noqa: BLE001 - offline runs cannot alert; the console already has it
+            pass
+
+    def summary(self, values: dict[str, Any]) -> None:
+        run = self.run()
+        if run is None:
+            return
+        try:
+            run.summary.update(values)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def finish(self) -> None:
+        if not self.active:
+            return
+        try:
+            self.accelerator.end_training()
+        except Exception as e:  # noqa: BLE001
+            log.warning("W&B finish failed (%s)", e)

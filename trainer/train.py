@@ -1,0 +1,451 @@
+"""The training loop: ``accelerate launch -m trainer.train --config configs/<preset>.yaml``.
+
+One top-to-bottom loop (nanoGPT style). Per optimizer step and per micro-batch:
+
+1. generator forward (autocast in the configured precision; every STFT/mel inside the
+   codec's losses and discriminator runs in fp32 regardless);
+2. discriminator step on real and generated audio, evaluated in one batched call;
+3. generator step: mel + adversarial + feature matching + codebook + commitment losses,
+   back-propagated into the generator's parameters only (``inputs=``), with the
+   discriminator's DDP gradient sync switched off for that pass, so the generator's loss
+   never leaves junk gradients or an all-reduce in the discriminator.
+
+This is DAC's order (discriminator updated before the generator's adversarial loss is
+taken). With gradient accumulation the discriminator steps after the last micro-batch's
+discriminator loss, so earlier micro-batches' generator terms see the discriminator of the
+previous step.
+
+Batch size is per process: the global batch is ``batch_size x grad_accum x processes``
+and the learning rate is used as given (no implicit scaling; see launch/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, set_seed
+
+from codec.build import build_codec, build_discriminator, build_generator_loss
+from codec.losses import discriminator_loss
+from shards.manifest import load_manifest
+from shards.reader import iter_validation, make_train_loader
+from trainer import export
+from trainer.checkpoint import CheckpointManager, TrainState, find_latest
+from trainer.config import ConfigError, ExperimentConfig, load_config, save_config
+from trainer.distributed import replace_dead_codes
+from trainer.tracking import Tracker
+from trainer.validation import mel_image, quantizer_schedule, validate
+
+log = logging.getLogger("telucodec")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    last_losses: dict[str, float]
+    validation: object | None
+    checkpoint: Path | None
+    export_dir: Path | None
+    stop_reason: str
+
+
+def resolve_precision(cfg: ExperimentConfig, on_cpu: bool) -> str:
+    p = cfg.run.precision
+    if p == "auto":
+        return "no" if on_cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    if on_cpu and p == "fp16":
+        raise ConfigError("config field `run.precision`: fp16 needs a GPU; use bf16 or no on CPU")
+    return p
+
+
+def build_accelerator(cfg: ExperimentConfig) -> Accelerator:
+    on_cpu = cfg.run.cpu or not torch.cuda.is_available()
+    # Rank 0 validates while the others wait in a barrier: the process-group timeout must
+    # outlast the longest validation the config allows (bounded by max_seconds of audio).
+    timeout = timedelta(minutes=max(30.0, cfg.validation.max_seconds / 60.0 * 4))
+    return Accelerator(
+        cpu=on_cpu,  # on CPU Accelerate forms a process group only when asked to
+        mixed_precision=resolve_precision(cfg, on_cpu),
+        log_with="wandb" if cfg.wandb.enabled and cfg.wandb.mode != "disabled" else None,
+        project_dir=str(cfg.run.run_dir),
+        # Our LR schedule counts optimizer steps; Accelerate would otherwise step it once
+        # per process, which makes the decay depend on the world size.
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[
+            InitProcessGroupKwargs(timeout=timeout),
+            DistributedDataParallelKwargs(find_unused_parameters=False),
+        ],
+    )
+
+
+def _setup_logging(accelerator: Accelerator) -> None:
+    level = logging.INFO if accelerator.is_main_process else logging.WARNING
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s [rank {accelerator.process_index}] %(message)s",
+        datefmt="%H:%M:%S",
+        force=True,
+    )
+
+
+def _split_halves(d_out):
+    """Discriminator output on cat([real, fake]) -> (outputs on real, outputs on fake)."""
+    real = [[f.chunk(2, dim=0)[0] for f in maps] for maps in d_out]
+    fake = [[f.chunk(2, dim=0)[1] for f in maps] for maps in d_out]
+    return real, fake
+
+
+def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
+    """Train per ``cfg``. ``resume``: None (fresh; refuses a run folder that already has
+    checkpoints), "auto" (latest complete checkpoint if any, else fresh), or a path."""
+    acc = build_accelerator(cfg)
+    _setup_logging(acc)
+    run_dir = cfg.run.run_dir
+    ckpt_root = run_dir / "checkpoints"
+    manifest = load_manifest(cfg.data.shards)
+    if manifest.sample_rate != cfg.codec.sample_rate:
+        raise ConfigError(
+            f"config field `codec.sample_rate`: {cfg.codec.sample_rate} Hz but the shards in "
+            f"{cfg.data.shards} are {manifest.sample_rate} Hz"
+        )
+    sr = cfg.codec.sample_rate
+
+    resume_from: Path | None = None
+    if resume == "auto":
+        resume_from = find_latest(ckpt_root)
+    elif resume:
+        resume_from = Path(resume)
+        if not (resume_from / "COMPLETE").exists():
+            raise FileNotFoundError(f"{resume_from}: not a complete checkpoint")
+    elif find_latest(ckpt_root) is not None:
+        raise RuntimeError(
+            f"{ckpt_root} already holds checkpoints; pass --resume to continue that run "
+            "or choose another run.name"
+        )
+
+    set_seed(cfg.run.seed)  # identical initial weights on every rank
+    gen = build_codec(cfg.codec)
+    disc = build_discriminator(cfg.discriminator, sr)
+    loss_fn = build_generator_loss(cfg.loss, sr).to(acc.device)
+    o = cfg.optim
+    opt_g = torch.optim.AdamW(
+        gen.parameters(), lr=o.lr_g, betas=o.betas, weight_decay=o.weight_decay
+    )
+    opt_d = torch.optim.AdamW(
+        disc.parameters(), lr=o.lr_d, betas=o.betas, weight_decay=o.weight_decay
+    )
+    sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=o.lr_decay)
+    sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, gamma=o.lr_decay)
+    gen, disc, opt_g, opt_d, sched_g, sched_d = acc.prepare(
+        gen, disc, opt_g, opt_d, sched_g, sched_d
+    )
+    gen_params = [p for p in gen.parameters() if p.requires_grad]
+
+    state = TrainState(world_size=acc.num_processes)
+    acc.register_for_checkpointing(state)
+    ckpt = CheckpointManager(acc, ckpt_root, cfg.checkpoint.keep_last)
+    if resume_from is not None:
+        acc.load_state(str(resume_from))
+        log.info("resumed from %s at step %d", resume_from, state.step)
+        if state.world_size != acc.num_processes:
+            log.warning(
+                "checkpoint was written with %d processes, now %d: the data stream restarts "
+                "at the same per-rank position but composes different global batches",
+                state.world_size,
+                acc.num_processes,
+            )
+            state.world_size = acc.num_processes
+    else:
+        # Different quantizer-dropout draws per rank; weights are already identical.
+        set_seed(cfg.run.seed + acc.process_index)
+
+    config_yaml = _config_text(cfg)
+    tracker = Tracker(acc, cfg.wandb)
+    state.wandb_run_id = tracker.start(cfg.run.name, run_dir, cfg.to_dict(), state.wandb_run_id)
+
+    b = cfg.data
+    global_batch = b.batch_size * o.grad_accum * acc.num_processes
+    seconds_per_step = global_batch * b.segment_samples / sr
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config_yaml)
+        log.info("codec: %s", cfg.codec.summary())
+        log.info(
+            "params: generator %.2f M, discriminator %.2f M",
+            sum(p.numel() for p in gen.parameters()) / 1e6,
+            sum(p.numel() for p in disc.parameters()) / 1e6,
+        )
+        log.info(
+            "%d process(es) on %s, precision %s; global batch %d = %d per process x %d accum x "
+            "%d processes (%.1f s of audio per step)",
+            acc.num_processes,
+            acc.device,
+            acc.mixed_precision,
+            global_batch,
+            b.batch_size,
+            o.grad_accum,
+            acc.num_processes,
+            seconds_per_step,
+        )
+
+    loader = make_train_loader(
+        cfg.data.shards,
+        batch_size=b.batch_size,
+        segment_samples=b.segment_samples,
+        seed=b.seed,
+        rank=acc.process_index,
+        world_size=acc.num_processes,
+        num_workers=b.num_workers,
+        start_step=state.data_batches,
+        base=b.shard_base,
+        pin_memory=acc.device.type == "cuda",
+    )
+    batches = iter(loader)
+    n_q_val = quantizer_schedule(cfg.codec, cfg.validation.kbps)
+    kbps_of = {n: cfg.codec.bitrate_kbps(n) for n in n_q_val}
+    default_n_q = n_q_val[len(n_q_val) // 2]  # the middle bitrate picks "best" (4 kbps by default)
+
+    last_losses: dict[str, float] = {}
+    val_result = None
+    saved: Path | None = None
+    stop_reason = "max_steps"
+    t_start = time.time()
+    t_window, steps_window = time.time(), 0
+
+    while state.step < cfg.run.max_steps:
+        gen.train()
+        disc.train()
+        for micro in range(o.grad_accum):
+            last = micro == o.grad_accum - 1
+            x = next(batches)["audio"].to(acc.device, non_blocking=True)
+            state.data_batches += 1
+            sync_gen = contextlib.nullcontext() if last else acc.no_sync(gen)
+            sync_disc = contextlib.nullcontext() if last else acc.no_sync(disc)
+            with sync_gen:
+                with acc.autocast():
+                    out = gen(x)
+                y = out.audio
+                # -- discriminator: real and generated in one batched call
+                with sync_disc:
+                    with acc.autocast():
+                        d_real, d_fake = _split_halves(disc(torch.cat([x, y.detach()])))
+                    loss_d = discriminator_loss(d_real, d_fake)
+                    acc.backward(loss_d / o.grad_accum)
+                if last:
+                    gnorm_d = acc.clip_grad_norm_(disc.parameters(), o.grad_clip_d)
+                    opt_d.step()
+                    opt_d.zero_grad(set_to_none=True)
+                # -- generator: gradients into the generator only
+                with acc.no_sync(disc), acc.autocast():
+                    d_real, d_fake = _split_halves(disc(torch.cat([x, y])))
+                loss_g, terms = loss_fn(x, y, out, d_real, d_fake)
+                acc.backward(loss_g / o.grad_accum, inputs=gen_params)
+        gnorm_g = acc.clip_grad_norm_(gen.parameters(), o.grad_clip_g)
+        opt_g.step()
+        opt_g.zero_grad(set_to_none=True)
+        sched_g.step()
+        sched_d.step()
+        state.step += 1
+        state.samples_seen += global_batch
+        steps_window += 1
+
+        if cfg.run.dead_code_every and state.step % cfg.run.dead_code_every == 0:
+            replaced = replace_dead_codes(acc, acc.unwrap_model(gen), cfg.run.seed + state.step)
+            if replaced.sum() > 0:
+                log.info(
+                    "step %d: re-initialised dead codes per codebook %s",
+                    state.step,
+                    replaced.tolist(),
+                )
+
+        if state.step % cfg.run.log_every == 0 or state.step == cfg.run.max_steps:
+            names = sorted(terms)
+            vec = torch.stack(
+                [terms[k] for k in names] + [loss_d.detach().float(), loss_g.detach().float()]
+            )
+            vec = acc.reduce(vec, reduction="mean")  # every rank joins; values averaged over ranks
+            last_losses = dict(zip([*names, "disc", "gen_total"], vec.tolist(), strict=True))
+            dt = (time.time() - t_window) / steps_window
+            t_window, steps_window = time.time(), 0
+            stats = acc.unwrap_model(gen).quantizer.codebook_stats()
+            logs = {f"loss/{k}": v for k, v in last_losses.items()}
+            logs.update(
+                {
+                    "grad_norm/generator": float(gnorm_g),
+                    "grad_norm/discriminator": float(gnorm_d),
+                    "lr/generator": sched_g.get_last_lr()[0],
+                    "lr/discriminator": sched_d.get_last_lr()[0],
+                    "perf/step_time_s": dt,
+                    "perf/audio_seconds_per_second": seconds_per_step / dt,
+                    "progress/samples_seen": state.samples_seen,
+                    "progress/audio_hours_seen": state.samples_seen * b.segment_samples / sr / 3600,
+                    "codebook/usage_mean": stats["usage"].mean().item(),
+                    "codebook/perplexity_mean": stats["perplexity"].mean().item(),
+                    "codebook/dead_total": stats["dead"].sum().item(),
+                }
+            )
+            for i in range(len(stats["usage"])):
+                logs[f"codebook/usage_{i}"] = stats["usage"][i].item()
+                logs[f"codebook/perplexity_{i}"] = stats["perplexity"][i].item()
+            if acc.device.type == "cuda":
+                logs["perf/gpu_mem_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            tracker.log(logs, step=state.step)
+            log.info(
+                "step %d | mel %.3f adv %.3f fm %.3f disc %.3f | gnorm g %.1f d %.1f | "
+                "%.2f s/step, %.1f audio-s/s | codebook usage %.2f",
+                state.step,
+                last_losses.get("mel", math.nan),
+                last_losses.get("adversarial", math.nan),
+                last_losses.get("feature_matching", math.nan),
+                last_losses["disc"],
+                float(gnorm_g),
+                float(gnorm_d),
+                dt,
+                seconds_per_step / dt,
+                logs["codebook/usage_mean"],
+            )
+
+        out_of_time = False
+        if cfg.run.max_minutes is not None and state.step % cfg.run.log_every == 0:
+            # every rank joins (at log steps only) so that all stop at the same step
+            late = float((time.time() - t_start) / 60 >= cfg.run.max_minutes)
+            out_of_time = acc.reduce(torch.tensor([late], device=acc.device), "sum").item() > 0
+        done = state.step >= cfg.run.max_steps or out_of_time
+        if out_of_time:
+            stop_reason = f"max_minutes ({cfg.run.max_minutes})"
+
+        is_best = False
+        if state.step % cfg.validation.every_steps == 0 or done:
+            if acc.is_main_process:
+                val_result = _run_validation(cfg, acc, gen, n_q_val, kbps_of, tracker, state.step)
+                mel = val_result.at(default_n_q).mel_distance
+                if mel < state.best_val_mel:
+                    state.best_val_mel, state.best_step, is_best = mel, state.step, True
+            acc.wait_for_everyone()
+        if state.step % cfg.checkpoint.every_steps == 0 or done:
+            saved = ckpt.save(state, config_yaml, is_best=is_best)
+            if acc.is_main_process:
+                log.info("checkpoint %s", saved)
+        if done:
+            break
+
+    export_dir = None
+    if acc.is_main_process:
+        export_dir = export.export_generator(
+            acc.unwrap_model(gen), cfg, manifest, run_dir / "export", step=state.step
+        )
+        tracker.summary({"stop_reason": stop_reason, "steps": state.step})
+        log.info(
+            "stopped: %s at step %d; generator exported to %s", stop_reason, state.step, export_dir
+        )
+    acc.wait_for_everyone()
+    tracker.finish()
+    return TrainResult(run_dir, state.step, last_losses, val_result, saved, export_dir, stop_reason)
+
+
+def _run_validation(cfg, acc, gen, n_q_val, kbps_of, tracker, step):
+    codec = acc.unwrap_model(gen)
+    t0 = time.time()
+    items = iter_validation(
+        cfg.data.shards,
+        base=cfg.data.shard_base,
+        max_items=cfg.validation.max_items,
+        max_seconds=cfg.validation.max_seconds,
+    )
+    res = validate(
+        codec,
+        items,
+        n_q_val,
+        kbps_of,
+        cfg.codec.sample_rate,
+        acc.device,
+        audio_examples=cfg.validation.audio_examples,
+    )
+    log.info("step %d %s (%.1f s)", step, res.table(), time.time() - t0)
+    tracker.log(res.flat(), step=step)
+    run = tracker.run()
+    if run is not None and res.examples:
+        try:
+            import wandb
+
+            media = {}
+            for i, (key, x, y) in enumerate(res.examples):
+                sr = cfg.codec.sample_rate
+                media[f"audio/{i}_input"] = wandb.Audio(x.numpy().T, sample_rate=sr, caption=key)
+                media[f"audio/{i}_output"] = wandb.Audio(y.numpy().T, sample_rate=sr, caption=key)
+                fig = mel_image(x, y, sr)
+                media[f"mel/{i}"] = wandb.Image(fig, caption=key)
+                import matplotlib.pyplot as plt
+
+                plt.close(fig)
+            run.log(media, step=step)
+        except Exception as e:  # noqa: BLE001 - media logging must never stop training
+            log.warning("W&B media logging failed: %s", e)
+    return res
+
+
+def _config_text(cfg: ExperimentConfig) -> str:
+    import io
+
+    import yaml
+
+    from trainer.config import _plain
+
+    buf = io.StringIO()
+    yaml.safe_dump(_plain(cfg.to_dict()), buf, sort_keys=False)
+    return buf.getvalue()
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="telucodec-train",
+        description="Train a TeluCodec codec. Extra arguments are key=value overrides "
+        "(e.g. data.batch_size=8 run.max_steps=200) or old-script flags (--batch_size 8).",
+    )
+    p.add_argument("--config", required=True, help="YAML preset, e.g. configs/debug.yaml")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        help="continue a run: no value or 'auto' = the latest complete checkpoint of this "
+        "run (fresh start if none); or a checkpoint folder",
+    )
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_arg_parser()
+    args, overrides = parser.parse_known_args(argv)
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as e:
+        print(f"telucodec-train: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(_config_text(cfg))
+        return 0
+    try:
+        train(cfg, resume=args.resume)
+    except (ConfigError, FileNotFoundError, RuntimeError) as e:
+        print(f"telucodec-train: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["train", "main", "TrainResult", "save_config"]
+
+if __name__ == "__main__":
+    sys.exit(main())
