@@ -307,9 +307,20 @@ def parse_overrides(items: list[str]) -> dict:
             key, raw = item.split("=", 1)
         else:
             raise ConfigError(f"cannot read override {item!r}: expected key=value")
-        _set_dotted(tree, key, yaml.safe_load(raw))
+        _set_dotted(tree, key, _parse_value(raw))
         i += 1
     return tree
+
+
+def _parse_value(raw: str) -> Any:
+    """YAML, plus the numbers YAML 1.1 reads as strings (``3e-4`` has no dot)."""
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -97,6 +97,8 @@ def _setup_logging(accelerator: Accelerator) -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
+    # Accelerate reports every file it saves at INFO; our own line per checkpoint suffices.
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
 
 
 def _split_halves(d_out):
@@ -209,9 +211,14 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
         num_workers=b.num_workers,
         start_step=state.data_batches,
         base=b.shard_base,
+        crops_per_chunk=b.crops_per_chunk,
+        sample_rate=sr,
         pin_memory=acc.device.type == "cuda",
     )
-    batches = iter(loader)
+    # DataLoader draws its base seed from the global RNG when the iterator is created; fork
+    # so that draw does not shift the stream a resumed run restored from its checkpoint.
+    with torch.random.fork_rng(devices=[]):
+        batches = iter(loader)
     n_q_val = quantizer_schedule(cfg.codec, cfg.validation.kbps)
     kbps_of = {n: cfg.codec.bitrate_kbps(n) for n in n_q_val}
     default_n_q = n_q_val[len(n_q_val) // 2]  # the middle bitrate picks "best" (4 kbps by default)

@@ -1,0 +1,65 @@
+"""Crash-safe checkpointing: partial saves are never loaded; pruning keeps last K + best."""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+
+from trainer.checkpoint import CheckpointManager, TrainState, find_latest, is_complete
+
+
+def _manager(tmp_path, keep_last=2):
+    acc = Accelerator(cpu=True)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model, opt = acc.prepare(model, opt)
+    state = TrainState()
+    acc.register_for_checkpointing(state)
+    return acc, model, state, CheckpointManager(acc, tmp_path / "ck", keep_last)
+
+
+def test_interrupted_save_is_ignored(tmp_path):
+    _, _, state, mgr = _manager(tmp_path)
+    state.step = 10
+    good = mgr.save(state, "cfg: 1\n")
+    assert is_complete(good) and find_latest(mgr.root) == good
+    # a crash in the middle of the next save leaves a .partial folder and no COMPLETE marker
+    crashed = mgr.root / "step_00000020.partial"
+    crashed.mkdir()
+    (crashed / "model.safetensors").write_bytes(b"half")
+    assert find_latest(mgr.root) == good
+    # and if the crash hit between rename and pointer update, the scan still finds only
+    # complete checkpoints
+    (mgr.root / "latest").unlink()
+    half_renamed = mgr.root / "step_00000030"
+    half_renamed.mkdir()
+    assert find_latest(mgr.root) == good
+
+
+def test_prune_keeps_last_k_and_best(tmp_path):
+    _, _, state, mgr = _manager(tmp_path, keep_last=2)
+    for step, best in ((1, True), (2, False), (3, False), (4, False)):
+        state.step = step
+        mgr.save(state, "", is_best=best)
+    names = sorted(p.name for p in mgr.root.glob("step_*"))
+    assert names == ["step_00000001", "step_00000003", "step_00000004"]
+    assert (mgr.root / "best").read_text() == "step_00000001"
+    assert (mgr.root / "latest").read_text() == "step_00000004"
+
+
+def test_state_round_trip(tmp_path):
+    acc, model, state, mgr = _manager(tmp_path)
+    state.step, state.samples_seen, state.data_batches, state.wandb_run_id = 7, 70, 7, "abc"
+    path = mgr.save(state, "")
+    before = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    state.step = 0
+    acc.load_state(str(path))
+    assert (state.step, state.samples_seen, state.data_batches, state.wandb_run_id) == (
+        7,
+        70,
+        7,
+        "abc",
+    )
+    assert torch.equal(model.weight.detach(), before)

@@ -1,0 +1,93 @@
+"""Config loading: presets, overrides, old-script aliases, and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trainer.config import ConfigError, config_from_dict, load_config, parse_overrides, save_config
+
+PRESETS = sorted(Path("configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_presets_load_and_round_trip(preset, tmp_path):
+    cfg = load_config(preset)
+    assert cfg.data.segment_samples % cfg.codec.hop_length == 0
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_production_preset_bitrates():
+    cfg = load_config("configs/telugu16k.yaml")
+    assert cfg.codec.hop_length == 320 and cfg.codec.frame_rate == 50
+    assert cfg.codec.bitrate_kbps() == pytest.approx(6.0)
+    assert cfg.codec.bitrate_kbps(8) == pytest.approx(4.0)
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(
+        "configs/debug.yaml",
+        [
+            "data.batch_size=5",
+            "validation.kbps=[0.3, 1.2]",
+            "run.max_minutes=null",
+            "wandb.enabled=true",
+        ],
+    )
+    assert cfg.data.batch_size == 5
+    assert cfg.validation.kbps == (0.3, 1.2)
+    assert cfg.run.max_minutes is None and cfg.wandb.enabled is True
+
+
+def test_old_script_flags():
+    tree = parse_overrides(
+        [
+            "--batch_size",
+            "8",
+            "--learning_rate=3e-4",
+            "--segment_length",
+            "16000",
+            "--sample_rate",
+            "16000",
+            "--checkpoint_dir",
+            "ck",
+            "--experiment_name",
+            "exp",
+            "--use_wandb",
+        ]
+    )
+    assert tree == {
+        "data": {"batch_size": 8, "segment_samples": 16000},
+        "optim": {"lr_g": 3e-4},
+        "codec": {"sample_rate": 16000},
+        "run": {"output_dir": "ck", "name": "exp"},
+        "wandb": {"enabled": True},
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("data.batch_size=0", "data.batch_size"),
+        ("data.segment_samples=1000", "data.segment_samples"),  # not a multiple of hop 320
+        ("run.precision=fp8", "run.precision"),
+        ("optim.lr_decay=1.5", "optim.lr_decay"),
+        ("data.batch_size=abc", "data.batch_size"),
+        ("data.bogus=1", "bogus"),
+        ("codec.n_codebooks=0", "n_codebooks"),
+    ],
+)
+def test_bad_values_name_the_field(override, field):
+    with pytest.raises((ConfigError, ValueError), match=field):
+        load_config("configs/debug.yaml", [override])
+
+
+def test_unknown_flag_and_missing_file():
+    with pytest.raises(ConfigError, match="--nope"):
+        parse_overrides(["--nope", "1"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("configs/missing.yaml")
+    with pytest.raises(ConfigError, match="unknown config field"):
+        config_from_dict({"trainer": {}})
