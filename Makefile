@@ -36,5 +36,9 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# cp312 wheels for the lent GPU machine (no network there); see scripts/gather-gpu-wheels.sh
+wheels-gpu: install
+	bash scripts/gather-gpu-wheels.sh
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info
