@@ -1,0 +1,501 @@
+"""Recordings in, loudness-normalised WebDataset shards out: ``prep_corpus``.
+
+Flow::
+
+    discover inputs (sorted) --> pool of workers, one recording each:
+        stream_conditioned (shards.audio, decoding one block ahead in a thread)
+        -> cut into chunks (shards.chunking)
+        -> drop silence -> normalise + peak guard (shards.loudness) -> FLAC 24-bit
+        -> spool file out_dir/.spool/<n>.spool
+    main process, in input order: spool -> ShardSetWriter (train / val) -> delete spool
+    -> report.json / report.md -> manifest.json (last)
+
+Determinism: workers only compute; the main process consumes their results strictly in
+input order, so keys, order and bytes do not depend on the worker count or on timing.
+Bounded memory: a worker streams its recording block by block and writes each finished
+chunk straight to its spool file, so nothing proportional to a recording's length ever
+sits in memory or goes through a pipe.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing as mp
+import os
+import pickle
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import soundfile as sf
+from tqdm import tqdm
+
+from shards import audio, loudness
+from shards.chunking import CHUNK, SHORT_TAIL, SPLIT_GAP, cut
+from shards.inputs import Source, discover_inputs, header_duration
+from shards.manifest import SPLITS, Manifest, SplitInfo
+from shards.report import CATEGORIES, FileReport, build_report, format_summary, write_report
+from shards.split import SplitConfig, Splitter
+from shards.writer import DEFAULT_MAX_BYTES, DEFAULT_MAX_SAMPLES, ShardSetWriter, prepare_out_dir
+
+log = logging.getLogger("shards.prep")
+
+SPOOL_DIR = ".spool"
+DEFAULT_SPEAKER_REGEX = r"SPK[FM]\d+"
+
+
+class PrepError(Exception):
+    """prep_corpus could not produce a shard set (message says why)."""
+
+
+@dataclass
+class PrepConfig:
+    """Everything that decides the content of a shard set (saved in the manifest).
+
+    target_rate: Hz of stored audio. chunk_seconds: chunk length; min_chunk_seconds: a
+    recording's last partial chunk is kept if at least this long (else "short_tail").
+    loudness_target_lufs: BS.1770 integrated loudness of every kept chunk.
+    peak_ceiling_dbfs: sample-peak ceiling of the peak guard. silence_floor_lufs: chunks
+    quieter than this are dropped as silence. speaker_regex: recorded as ``speaker`` in
+    chunk metadata when it matches the relative path. max_shard_samples / max_shard_bytes:
+    shard size limits. workers: processes (None = all cores). block_seconds: input read
+    size. resample_quality: soxr quality. overwrite: replace an existing prep output.
+    """
+
+    target_rate: int = 16_000
+    chunk_seconds: float = 10.0
+    min_chunk_seconds: float = 1.0
+    loudness_target_lufs: float = -26.0
+    peak_ceiling_dbfs: float = -1.0
+    silence_floor_lufs: float = -60.0
+    split: SplitConfig = field(default_factory=SplitConfig)
+    speaker_regex: str | None = DEFAULT_SPEAKER_REGEX
+    max_shard_samples: int = DEFAULT_MAX_SAMPLES
+    max_shard_bytes: int = DEFAULT_MAX_BYTES
+    workers: int | None = None
+    block_seconds: float = audio.DEFAULT_BLOCK_SECONDS
+    resample_quality: str = audio.DEFAULT_RESAMPLE_QUALITY
+    overwrite: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.split, dict):
+            self.split = SplitConfig(**self.split)
+        if not audio.MIN_RATE_HZ <= self.target_rate <= audio.MAX_RATE_HZ:
+            raise ValueError(
+                f"target_rate={self.target_rate} must be in "
+                f"{audio.MIN_RATE_HZ}-{audio.MAX_RATE_HZ} Hz"
+            )
+        if not self.min_chunk_seconds >= loudness.BLOCK_SECONDS:
+            raise ValueError(
+                f"min_chunk_seconds={self.min_chunk_seconds} must be >= "
+                f"{loudness.BLOCK_SECONDS} (one BS.1770 gating block)"
+            )
+        if not self.chunk_seconds >= self.min_chunk_seconds:
+            raise ValueError(
+                f"chunk_seconds={self.chunk_seconds} must be >= "
+                f"min_chunk_seconds={self.min_chunk_seconds}"
+            )
+        if not -70.0 < self.loudness_target_lufs < 0.0:
+            raise ValueError(
+                f"loudness_target_lufs={self.loudness_target_lufs} must be in (-70, 0)"
+            )
+        if not -20.0 <= self.peak_ceiling_dbfs <= 0.0:
+            raise ValueError(f"peak_ceiling_dbfs={self.peak_ceiling_dbfs} must be in [-20, 0]")
+        if not self.silence_floor_lufs < self.loudness_target_lufs:
+            raise ValueError(
+                f"silence_floor_lufs={self.silence_floor_lufs} must be below "
+                f"loudness_target_lufs={self.loudness_target_lufs}"
+            )
+        if self.speaker_regex:
+            try:
+                re.compile(self.speaker_regex)
+            except re.error as e:
+                raise ValueError(f"speaker_regex {self.speaker_regex!r}: {e}") from e
+        if self.max_shard_samples < 1:
+            raise ValueError(f"max_shard_samples={self.max_shard_samples} must be >= 1")
+        if self.max_shard_bytes < 2**20:
+            raise ValueError(f"max_shard_bytes={self.max_shard_bytes} must be >= 1 MiB")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers={self.workers} must be >= 1 (or None for all cores)")
+        if not self.block_seconds > 0:
+            raise ValueError(f"block_seconds={self.block_seconds} must be > 0")
+        if self.resample_quality not in ("HQ", "VHQ"):
+            raise ValueError(f"resample_quality={self.resample_quality!r} must be HQ or VHQ")
+
+    @property
+    def num_workers(self) -> int:
+        return self.workers or len(os.sched_getaffinity(0)) or 1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("workers")  # how fast, not what: must not make manifests differ
+        d.pop("overwrite")
+        return d
+
+
+@dataclass
+class ChunkMeta:
+    """The ``<key>.json`` of one stored chunk. Times are seconds in the *source* recording;
+    loudness in LUFS; gain in dB; peak_after is the linear sample peak (full scale 1.0)."""
+
+    source: str
+    file_id: str
+    chunk: int
+    start_s: float
+    end_s: float
+    orig_rate: int
+    orig_channels: int
+    gain_db: float
+    loudness_before_lufs: float
+    loudness_after_lufs: float
+    peak_after: float
+    peak_guard: bool
+    split: str
+    speaker: str | None = None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        if d["speaker"] is None:
+            del d["speaker"]
+        return d
+
+
+def chunk_key(file_id: str, index: int) -> str:
+    return f"{file_id}-c{index:05d}"
+
+
+def encode_flac(x, rate: int) -> bytes:
+    """Mono float32 (samples,) -> FLAC bytes, 24-bit PCM (lossless for the stored level)."""
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format="FLAC", subtype="PCM_24")
+    return buf.getvalue()
+
+
+@dataclass
+class _Task:
+    index: int
+    source: Source
+    spool: str
+
+
+def process_recording(
+    task: _Task,
+    config: PrepConfig,
+    splitter: Splitter,
+    on_seconds: Callable[[float], None] | None = None,
+) -> FileReport:
+    """Condition, cut, level and encode one recording into ``task.spool``.
+
+    Returns its :class:`FileReport`. Never raises for bad audio: a recording that fails
+    (even midway) is reported as rejected with all its seconds, and its spool is removed.
+    """
+    src = task.source
+    rep = FileReport(source=src.rel, file_id=src.file_id)
+    try:
+        info = audio.probe(src.path)
+    except audio.AudioError as e:
+        rep.reject(e.reason, header_duration(src.path))
+        return rep
+    rep.duration_s = info.duration_s
+    rep.orig_rate, rep.orig_channels = info.sample_rate, info.channels
+    rate = config.target_rate
+    speaker = None
+    if config.speaker_regex:
+        m = re.search(config.speaker_regex, src.rel)
+        speaker = m.group(0) if m else None
+    frames_read = 0
+
+    def progress(frames: int) -> None:
+        nonlocal frames_read
+        frames_read += frames
+        if on_seconds is not None:
+            on_seconds(frames / info.sample_rate)
+
+    sec = dict.fromkeys(CATEGORIES, 0.0)
+    try:
+        with open(task.spool, "wb") as spool:
+            blocks = audio.prefetched(
+                audio.stream_conditioned(
+                    src.path,
+                    rate,
+                    config.block_seconds,
+                    info=info,
+                    quality=config.resample_quality,
+                    on_frames=progress,
+                )
+            )
+            pieces = cut(
+                blocks,
+                splitter.regions(src.rel, info.duration_s),
+                rate,
+                chunk_samples=round(config.chunk_seconds * rate),
+                min_samples=round(config.min_chunk_seconds * rate),
+            )
+            for piece in pieces:
+                start_s = piece.start / rate
+                # The last piece ends where the source ends, to the sample of the source:
+                # this is what makes the per-file accounting sum to the input duration.
+                end_s = frames_read / info.sample_rate if piece.final else piece.end / rate
+                dur = end_s - start_s
+                if piece.kind == SPLIT_GAP:
+                    sec["split_gap"] += dur
+                    continue
+                if piece.kind == SHORT_TAIL:
+                    sec["short_tail"] += dur
+                    continue
+                assert piece.kind == CHUNK
+                powers = loudness.block_powers(piece.audio, rate)
+                if loudness.gated_loudness(powers) < config.silence_floor_lufs:
+                    sec["silence"] += dur
+                    rep.chunks_silence += 1
+                    continue
+                out, lv = loudness.normalise(
+                    piece.audio,
+                    rate,
+                    config.loudness_target_lufs,
+                    config.peak_ceiling_dbfs,
+                    powers=powers,
+                )
+                meta = ChunkMeta(
+                    source=src.rel,
+                    file_id=src.file_id,
+                    chunk=piece.index,
+                    start_s=round(start_s, 6),
+                    end_s=round(end_s, 6),
+                    orig_rate=info.sample_rate,
+                    orig_channels=info.channels,
+                    gain_db=round(lv.gain_db, 4),
+                    loudness_before_lufs=round(lv.loudness_before, 4),
+                    loudness_after_lufs=round(lv.loudness_after, 4),
+                    peak_after=round(lv.peak_after, 6),
+                    peak_guard=lv.peak_guard,
+                    split=piece.split,
+                    speaker=speaker,
+                )
+                record = (
+                    chunk_key(src.file_id, piece.index),
+                    encode_flac(out, rate),
+                    meta.to_json(),
+                    dur,
+                )
+                pickle.dump(record, spool, protocol=pickle.HIGHEST_PROTOCOL)
+                sec[f"kept_{piece.split}"] += dur
+                rep.chunks_kept += 1
+                rep.peak_guard_chunks += int(lv.peak_guard)
+    except audio.AudioError as e:
+        Path(task.spool).unlink(missing_ok=True)
+        rep.reject(e.reason, info.duration_s)
+        return rep
+    except Exception as e:  # a bug or an exotic decoder failure: still only this file
+        Path(task.spool).unlink(missing_ok=True)
+        rep.reject(f"processing failed: {type(e).__name__}: {e}", info.duration_s)
+        return rep
+    rep.seconds.update(sec)
+    rep.spool = task.spool
+    if rep.chunks_kept == 0:
+        Path(task.spool).unlink(missing_ok=True)
+        rep.spool = None
+        if rep.chunks_silence:
+            rep.note = f"all audio below the {config.silence_floor_lufs} LUFS silence floor"
+        else:
+            rep.note = f"shorter than min_chunk_seconds={config.min_chunk_seconds}"
+    return rep
+
+
+# --- process pool plumbing (module level so it pickles) -------------------------------
+
+_worker_state: dict = {}
+
+
+def _init_worker(config: PrepConfig, splitter: Splitter, counter) -> None:
+    _worker_state.update(config=config, splitter=splitter, counter=counter)
+
+
+def _worker_add_seconds(s: float) -> None:
+    counter = _worker_state["counter"]
+    with counter.get_lock():
+        counter.value += s
+
+
+def _run_task(task: _Task) -> FileReport:
+    return process_recording(
+        task, _worker_state["config"], _worker_state["splitter"], _worker_add_seconds
+    )
+
+
+def read_spool(path: str | os.PathLike):
+    """Yield (key, flac_bytes, meta_dict, seconds) records from a spool file, in order."""
+    with open(path, "rb") as f:
+        while True:
+            try:
+                yield pickle.load(f)
+            except EOFError:
+                return
+
+
+# --- the command ----------------------------------------------------------------------
+
+
+@dataclass
+class PrepResult:
+    out_dir: Path
+    manifest: Manifest
+    report: dict
+    files: list[FileReport]
+
+    @property
+    def summary(self) -> str:
+        return format_summary(self.report)
+
+
+def prep_corpus(
+    inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: PrepConfig | None = None,
+    *,
+    progress: bool = True,
+) -> PrepResult:
+    """Build a shard set in ``out_dir`` from ``inputs`` (folders searched recursively for
+    .wav/.flac/.ogg/.mp3, audio files, or list files of paths).
+
+    Bad recordings are logged (one line naming the file and reason), skipped and listed
+    in the report. Raises :class:`PrepError` for unusable arguments or when nothing at all
+    could be kept (the report is still written then, the manifest is not).
+    """
+    config = config or PrepConfig()
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    out_dir = Path(out_dir)
+    try:
+        sources, bad_inputs = discover_inputs(inputs)
+    except (FileNotFoundError, ValueError) as e:
+        raise PrepError(str(e)) from e
+    splitter = Splitter(config.split)
+    for entry in splitter.unmatched_list_entries([s.rel for s in sources]):
+        log.warning("val list entry %r matches no input recording", entry)
+    if not sources and not bad_inputs:
+        raise PrepError(f"no recordings ({', '.join(audio.SUPPORTED_EXTENSIONS)}) in {inputs}")
+    try:
+        prepare_out_dir(out_dir, config.overwrite)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise PrepError(str(e)) from e
+    spool_dir = out_dir / SPOOL_DIR
+    spool_dir.mkdir()
+
+    files: list[FileReport] = []
+    for rel, path, reason in bad_inputs:
+        rep = FileReport(source=rel, file_id="")
+        rep.reject(reason, header_duration(path))
+        log.warning("rejected %s: %s", rel, reason)
+        files.append(rep)
+
+    tasks = [_Task(i, s, str(spool_dir / f"{i:08d}.spool")) for i, s in enumerate(sources)]
+    total_hours = sum(header_duration(s.path) or 0.0 for s in sources) / 3600
+    bar = tqdm(
+        total=round(total_hours, 4),
+        unit="h",
+        desc="prep",
+        disable=not progress,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} h [{elapsed}<{remaining}]",
+    )
+    writers = {
+        s: ShardSetWriter(
+            out_dir, s, max_samples=config.max_shard_samples, max_bytes=config.max_shard_bytes
+        )
+        for s in SPLITS
+    }
+    level_stats: dict[str, list] = {"before": [], "after": [], "guard": []}
+    try:
+        for rep in _results(tasks, config, splitter, bar):
+            if rep.status == "rejected":
+                log.warning("rejected %s: %s", rep.source, rep.reason)
+            elif rep.note:
+                # Silence is worth a warning (a dead microphone?); a clip shorter than the
+                # minimum is policy, listed in the report but not shouted about.
+                level = logging.WARNING if rep.chunks_silence else logging.INFO
+                log.log(level, "nothing kept from %s: %s", rep.source, rep.note)
+            if rep.spool:
+                for key, flac, meta, dur in read_spool(rep.spool):
+                    writers[meta["split"]].write(key, flac, meta, dur)
+                    level_stats["before"].append(meta["loudness_before_lufs"])
+                    level_stats["after"].append(meta["loudness_after_lufs"])
+                    level_stats["guard"].append(meta["peak_guard"])
+                Path(rep.spool).unlink()
+                rep.spool = None
+            files.append(rep)
+        shards = {s: w.close() for s, w in writers.items()}
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    finally:
+        bar.close()
+        shutil.rmtree(spool_dir, ignore_errors=True)
+
+    files.sort(key=lambda r: r.source)
+    report = build_report(files, level_stats, config)
+    write_report(out_dir, report)
+    if not any(info for info in shards.values()):
+        raise PrepError(
+            f"nothing usable in the input: no chunk was kept (see {out_dir / 'report.md'})"
+        )
+    manifest = Manifest(
+        sample_rate=config.target_rate,
+        loudness_target_lufs=config.loudness_target_lufs,
+        peak_ceiling_dbfs=config.peak_ceiling_dbfs,
+        chunk_seconds=config.chunk_seconds,
+        splits={s: SplitInfo(shards[s]) for s in SPLITS},
+        prep_config=config.to_dict(),
+    )
+    manifest.save(out_dir)  # last: its presence means the shard set is complete
+    return PrepResult(out_dir=out_dir, manifest=manifest, report=report, files=files)
+
+
+def _results(tasks: list[_Task], config: PrepConfig, splitter: Splitter, bar: tqdm):
+    """FileReports in input order, from a process pool or (one worker/file) in-process."""
+    workers = min(config.num_workers, len(tasks))
+    if workers <= 1:
+        for task in tasks:
+            done_before = bar.n
+            rep = process_recording(task, config, splitter, lambda s: bar.update(s / 3600))
+            bar.n = done_before + (rep.duration_s or 0.0) / 3600
+            bar.refresh()
+            yield rep
+        return
+    # forkserver, not fork: the caller may hold threads (tqdm's monitor, torch) that a
+    # forked child would inherit mid-lock.
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["shards.prep"])  # workers fork with the imports done
+    counter = ctx.Value("d", 0.0)
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(config, splitter, counter)
+    ) as pool:
+        # All tasks are submitted up front (they are tiny); results are taken in input
+        # order, which is what makes the output independent of the worker count.
+        futures = [pool.submit(_run_task, t) for t in tasks]
+        try:
+            for task, fut in zip(tasks, futures, strict=True):
+                while True:
+                    try:
+                        rep = fut.result(timeout=0.5)
+                        break
+                    except FuturesTimeout:
+                        bar.n = counter.value / 3600
+                        bar.refresh()
+                    except BrokenProcessPool as e:
+                        raise PrepError(
+                            f"a worker process died (last waiting on {task.source.rel}); "
+                            "rerun with --workers 1 to find the file that crashes the decoder"
+                        ) from e
+                bar.n = counter.value / 3600
+                bar.refresh()
+                yield rep
+        finally:
+            for fut in futures:
+                fut.cancel()
