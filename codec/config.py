@@ -193,6 +193,9 @@ DAC_BANDS: tuple[tuple[float, float], ...] = (
 )
 
 
+MIN_BAND_BINS = 9  # see DiscriminatorConfig.__post_init__
+
+
 @dataclass
 class DiscriminatorConfig:
     """Multi-period + multi-resolution multi-band complex-STFT discriminator."""
@@ -236,12 +239,19 @@ class DiscriminatorConfig:
                 "bands",
                 f"every band must be (lo, hi) with 0 <= lo < hi <= 1, got {b!r}",
             )
+        # Each band goes through three stride-2 convolutions along frequency (ceil(w / 2)
+        # each), so a band needs >= MIN_BAND_BINS bins to keep at least two frequency columns.
+        # Narrower bands collapse to a single column, where the 9-wide kernels see nothing
+        # but padding, and where oneDNN's bf16 conv backward on CPU (torch 2.11) returns
+        # NaN gradients now and then (seen with the 128-point window: 6-bin lowest band).
         n_bins = min(self.fft_sizes) // 2 + 1
         for lo, hi in self.bands:
+            width = int(hi * n_bins) - int(lo * n_bins)
             _check(
-                int(hi * n_bins) > int(lo * n_bins),
+                width >= MIN_BAND_BINS,
                 "bands",
-                f"band ({lo}, {hi}) holds no bins at the smallest fft size {min(self.fft_sizes)}",
+                f"band ({lo}, {hi}) holds {width} bins at the smallest fft size "
+                f"{min(self.fft_sizes)}; need >= {MIN_BAND_BINS} (use larger fft_sizes)",
             )
 
 

@@ -6,7 +6,7 @@
 3. train the CPU preset for a few minutes (W&B offline unless a key is configured);
 4. print where the validation metrics stand and where checkpoints, export and W&B run are.
 
-Usage: ``python -m scripts.demo --out runs/demo [--minutes 4] [--data DIR]``. With ``--data``
+Usage: ``python -m scripts.demo --out runs/demo [--minutes 4] [--data DIR] [--preset YAML]``. With ``--data``
 it shards that folder instead of the generated corpus (e.g. ../shared/data/telugu-emotion).
 """
 
@@ -25,7 +25,7 @@ from trainer.config import load_config
 from trainer.train import train
 
 
-def run_demo(out: Path, minutes: float, data: Path | None) -> int:
+def run_demo(out: Path, minutes: float, data: Path | None, preset: str = "configs/cpu.yaml") -> int:
     if out.exists():
         shutil.rmtree(out)  # the demo always starts clean
     if data is None:
@@ -41,10 +41,10 @@ def run_demo(out: Path, minutes: float, data: Path | None) -> int:
     print(f"[demo] shards and report in {shards}")
 
     cfg = load_config(
-        "configs/cpu.yaml",
+        preset,
         [f"data.shards={shards}", f"run.output_dir={out}", f"run.max_minutes={minutes}"],
     )
-    print(f"[demo] training the CPU preset for up to {minutes} minutes: {cfg.codec.summary()}")
+    print(f"[demo] training {preset} for up to {minutes} minutes: {cfg.codec.summary()}")
     res = train(cfg)
     print("\n[demo] done")
     print(f"  stopped:      {res.stop_reason} at step {res.steps}")
@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/demo", type=Path)
     p.add_argument("--minutes", default=4.0, type=float, help="training wall-clock budget")
     p.add_argument("--data", default=None, type=Path, help="shard this folder instead")
+    p.add_argument("--preset", default="configs/cpu.yaml", help="training preset")
     args = p.parse_args(argv)
-    return run_demo(args.out, args.minutes, args.data)
+    return run_demo(args.out, args.minutes, args.data, args.preset)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
@@ -398,10 +399,12 @@ def prep_corpus(
     tasks = [_Task(i, s, str(spool_dir / f"{i:08d}.spool")) for i, s in enumerate(sources)]
     total_hours = sum(header_duration(s.path) or 0.0 for s in sources) / 3600
     bar = tqdm(
-        total=round(total_hours, 4),
+        total=total_hours,
         unit="h",
         desc="prep",
         disable=not progress,
+        # in a log file (SLURM, CI) one line every 10 s instead of one per block
+        mininterval=0.1 if sys.stderr.isatty() else 10.0,
         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} h [{elapsed}<{remaining}]",
     )
     writers = {

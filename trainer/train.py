@@ -219,9 +219,11 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
     # so that draw does not shift the stream a resumed run restored from its checkpoint.
     with torch.random.fork_rng(devices=[]):
         batches = iter(loader)
-    n_q_val = quantizer_schedule(cfg.codec, cfg.validation.kbps)
+    # "best" is judged at the codec's operating point (8 codebooks = 4 kbps in production),
+    # which is always validated
+    default_n_q = cfg.codec.operating_n_quantizers
+    n_q_val = sorted({*quantizer_schedule(cfg.codec, cfg.validation.kbps), default_n_q})
     kbps_of = {n: cfg.codec.bitrate_kbps(n) for n in n_q_val}
-    default_n_q = n_q_val[len(n_q_val) // 2]  # the middle bitrate picks "best" (4 kbps by default)
 
     last_losses: dict[str, float] = {}
     val_result = None

@@ -92,3 +92,13 @@ def test_loss_defaults_are_dac_recipe():
     assert weights == (15.0, 2.0, 1.0, 1.0, 0.25)
     assert cfg.mel_n_mels == (5, 10, 20, 40, 80, 160, 320)
     assert cfg.mel_window_lengths == (32, 64, 128, 256, 512, 1024, 2048)
+
+
+def test_discriminator_bands_must_keep_two_frequency_columns():
+    """A 128-point window leaves the lowest DAC band 6 bins, which three stride-2 convs
+    collapse to one column (and where bf16 conv backward on CPU produced NaN gradients)."""
+    from codec.config import DiscriminatorConfig
+
+    with pytest.raises(ValueError, match="bands"):
+        DiscriminatorConfig(fft_sizes=(512, 256, 128))
+    DiscriminatorConfig(fft_sizes=(512, 256))  # lowest band 12 bins: fine

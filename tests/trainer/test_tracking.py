@@ -40,6 +40,9 @@ def test_offline_run_and_resume_same_run(tiny_shards, tmp_path, monkeypatch):
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, runs  # one W&B run for the job
     run_id = runs[0].name.rsplit("-", 1)[-1]
+    # the validation at the end of the run logged audio pairs and mel images
+    assert list(runs[0].glob("files/media/audio/*")), "no audio logged"
+    assert list(runs[0].glob("files/media/images/*")), "no mel image logged"
     train(load_config("configs/debug.yaml", [*common, "run.max_steps=2"]), resume="auto")
     ids = {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")}
     assert ids == {run_id}  # the resumed job logged into the same run

@@ -113,3 +113,35 @@ def test_sample_rate_mismatch_named(tiny_shards, tmp_path):
     cfg = _cfg(tiny_shards, tmp_path, "codec.sample_rate=24000", "data.segment_samples=3200")
     with pytest.raises(ValueError, match="codec.sample_rate"):
         train(cfg)
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """Accelerate keeps one process-wide state; a test that changes precision must start
+    from (and leave) a clean one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_bf16_autocast_and_grad_accumulation_on_cpu(tiny_shards, tmp_path, fresh_accelerator_state):
+    """The mixed-precision path (bf16 autocast; CPU supports it) with 2 micro-batches per
+    step: losses stay finite and fp32 (the spectral islands), samples are counted per
+    optimizer step, and the data stream advanced two batches per step."""
+    cfg = _cfg(
+        tiny_shards,
+        tmp_path,
+        "run.max_steps=2",
+        "run.precision=bf16",
+        "optim.grad_accum=2",
+        "validation.every_steps=100",
+    )
+    res = train(cfg)
+    assert res.steps == 2
+    assert all(math.isfinite(v) for v in res.last_losses.values())
+    rows = _losses(cfg.run.run_dir)
+    assert rows[2]["progress/samples_seen"] == 2 * cfg.data.batch_size * 2
+    state = torch.load(res.checkpoint / "custom_checkpoint_0.pkl", weights_only=False)
+    assert state["data_batches"] == 4
