@@ -24,7 +24,6 @@ import datetime as dt
 import io
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -37,21 +36,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from benchmarks.machine import describe
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REALDATA = (REPO / ".." / "shared" / "data" / "telugu-emotion").resolve()
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
 
 def _tree_rss_bytes(pid: int) -> int:
@@ -218,7 +206,7 @@ def main() -> None:
         lines = [
             f"## Prep benchmark ({dt.date.today().isoformat()})",
             "",
-            f"- machine: {machine()}",
+            f"- machine: {describe()}",
             f"- command: `{shlex.join([Path(sys.executable).name, '-m', 'benchmarks.bench_prep', *sys.argv[1:]])}`",
             "",
         ]

@@ -26,7 +26,6 @@ import datetime as dt
 import io
 import itertools
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +35,7 @@ import numpy as np
 import soundfile as sf
 import webdataset as wds
 
+from benchmarks.machine import describe
 from shards.manifest import Manifest, ShardInfo, SplitInfo, load_manifest
 from shards.reader import TrainStream, make_train_loader, resolve_shards
 
@@ -106,16 +106,6 @@ def time_batches(batches, n: int, warmup: int, repeats: int = 3) -> float:
     return best
 
 
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown CPU"
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    model = fields.get("Model name", "unknown CPU").strip()
-    return f"{model}, {fields.get('CPU(s)', '?').strip()} cores"
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shards", type=Path, help="existing shard set (default: build one)")
@@ -175,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|")
     print(
         f"| reader, batch {args.batch_size}, 16 kHz 10 s chunks, {args.minutes:g} min | "
-        f"{dt.date.today()} | {cpu_model()} | `{cmd}` | {cells} | "
+        f"{dt.date.today()} | {describe()} | `{cmd}` | {cells} | "
         f"{'met' if worst >= 1000 else 'NOT met'} (worst DataLoader 1w: {worst:,.0f}x) |"
     )
 

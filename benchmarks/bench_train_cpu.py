@@ -15,30 +15,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.machine import describe
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "telugu-emotion"
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(
-            line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line
-        )
-    except (OSError, StopIteration, subprocess.CalledProcessError):
-        model = platform.processor() or "unknown CPU"
-    import os
-
-    import torch
-
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{model}, {os.cpu_count()} cores{gpu}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n### Training: {Path(args.preset).stem} preset, {args.minutes:g} min on {args.data.name}"
     )
     print(f"- command: `{cmd.strip()}`")
-    print(f"- machine: {machine()}; date {started:%Y-%m-%d}")
+    print(f"- machine: {describe()}; date {started:%Y-%m-%d}")
     print(f"- {cfg.codec.summary()}")
     print(
         f"- batch {b.batch_size} x {b.segment_samples / cfg.codec.sample_rate:g} s "

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from codec.config import DAC_BANDS
 from codec.layers import WNConv2d
 from codec.spectral import fp32_stft
 
@@ -63,13 +64,7 @@ class ComplexSTFTDiscriminator(nn.Module):
         self,
         window_length: int,
         hop_factor: float = 0.25,
-        bands: tuple[tuple[float, float], ...] = (
-            (0.0, 0.1),
-            (0.1, 0.25),
-            (0.25, 0.5),
-            (0.5, 0.75),
-            (0.75, 1.0),
-        ),
+        bands: tuple[tuple[float, float], ...] = DAC_BANDS,
         channels: int = 32,
     ):
         super().__init__()
@@ -156,13 +151,7 @@ class Discriminator(nn.Module):
         periods: tuple[int, ...] = (2, 3, 5, 7, 11),
         fft_sizes: tuple[int, ...] = (1024, 512, 256),
         hop_factor: float = 0.25,
-        bands: tuple[tuple[float, float], ...] = (
-            (0.0, 0.1),
-            (0.1, 0.25),
-            (0.25, 0.5),
-            (0.5, 0.75),
-            (0.75, 1.0),
-        ),
+        bands: tuple[tuple[float, float], ...] = DAC_BANDS,
         mpd_channels: tuple[int, ...] = (32, 128, 512, 1024, 1024),
         stft_channels: int = 32,
         remove_dc: bool = True,

@@ -1,0 +1,1 @@
+"""Benchmark scripts; results go to BENCHMARKS.md with command, machine and date."""
