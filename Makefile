@@ -7,6 +7,11 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 DEMO   ?= runs/demo
 
+# On a small CPU machine torch's OpenMP threads spin-wait by default; with anything else
+# busy (a data worker, a second job) steps got 2-30x slower. Passive waiting measured the
+# same when idle and 2.3x faster with one busy neighbour (see BENCHMARKS.md).
+export OMP_WAIT_POLICY ?= PASSIVE
+
 .PHONY: install demo test lint format clean wheels-gpu
 
 install: $(STAMP)

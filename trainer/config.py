@@ -78,6 +78,9 @@ class DataConfig:
     batch_size: items per process (per GPU) per micro-batch. The global batch is
         batch_size x grad_accum x number of processes.
     segment_samples: crop length in samples; a multiple of the codec hop.
+    log_keys: debug aid; each rank appends the (keys, offsets, epochs) of every micro-batch
+        it trains on to ``<run_dir>/data_keys_rank{N}.jsonl`` (the multi-process tests use it
+        to prove that ranks read disjoint data).
     """
 
     shards: str = "runs/demo/shards"
@@ -87,6 +90,7 @@ class DataConfig:
     num_workers: int = 2
     crops_per_chunk: int = 4
     seed: int = 0
+    log_keys: bool = False
 
     def __post_init__(self) -> None:
         _check(self.batch_size > 0, "data.batch_size", f"must be > 0, got {self.batch_size}")

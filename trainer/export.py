@@ -98,8 +98,33 @@ def load_exported(path: str | os.PathLike, device: str | torch.device = "cpu"):
     return codec.to(device).eval(), meta
 
 
+def checkpoint_generator_state(ck: Path) -> dict[str, torch.Tensor]:
+    """The generator's full ``state_dict`` from a checkpoint written by either path.
+
+    DDP / one process: Accelerate saves the first prepared model (the generator) as
+    ``model.safetensors``. DeepSpeed: the engine (the generator) is saved under
+    ``pytorch_model/``; with ZeRO stage 0-2 ``mp_rank_00_model_states.pt`` holds the full
+    module weights under ``"module"`` (ZeRO only partitions optimizer state and gradients).
+    """
+    if (ck / "model.safetensors").exists():
+        return load_file(str(ck / "model.safetensors"), device="cpu")
+    ds_file = ck / "pytorch_model" / "mp_rank_00_model_states.pt"
+    if ds_file.exists():
+        # our own checkpoint (trusted); it pickles DeepSpeed's config objects beside the weights
+        blob = torch.load(ds_file, map_location="cpu", weights_only=False)
+        module = blob.get("module")
+        if not module:
+            raise ValueError(f"{ds_file}: no generator weights under 'module' (ZeRO-3 shards?)")
+        return module
+    raise FileNotFoundError(
+        f"{ck}: no generator weights (neither model.safetensors nor "
+        "pytorch_model/mp_rank_00_model_states.pt)"
+    )
+
+
 def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Export the generator of a training checkpoint (Accelerate ``save_state`` folder)."""
+    """Export the generator of a training checkpoint (Accelerate ``save_state`` folder, from
+    the DDP or the DeepSpeed path; the export has the same format either way)."""
     from shards.manifest import load_manifest
     from trainer.checkpoint import is_complete, read_checkpoint_info
     from trainer.config import load_config
@@ -108,8 +133,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike)
     if not is_complete(ck):
         raise FileNotFoundError(f"{ck}: not a complete checkpoint (no COMPLETE marker)")
     cfg = load_config(ck / "config.yaml")
-    # Accelerate saves the first prepared model (the generator) as model.safetensors.
-    state = load_file(str(ck / "model.safetensors"), device="cpu")
+    state = checkpoint_generator_state(ck)
     manifest = load_manifest(cfg.data.shards)
     return export_state_dict(
         state,

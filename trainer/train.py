@@ -6,9 +6,12 @@ One top-to-bottom loop (nanoGPT style). Per optimizer step and per micro-batch:
    codec's losses and discriminator runs in fp32 regardless);
 2. discriminator step on real and generated audio, evaluated in one batched call;
 3. generator step: mel + adversarial + feature matching + codebook + commitment losses,
-   back-propagated into the generator's parameters only (``inputs=``), with the
-   discriminator's DDP gradient sync switched off for that pass, so the generator's loss
-   never leaves junk gradients or an all-reduce in the discriminator.
+   back-propagated into the generator's parameters only, with the discriminator's DDP
+   gradient sync switched off for that pass, so the generator's loss never leaves junk
+   gradients or an all-reduce in the discriminator.
+
+How backward and the optimizer steps run (Accelerate DDP, or the generator in a DeepSpeed
+ZeRO engine with the discriminator beside it) lives in :mod:`trainer.engine`.
 
 This is DAC's order (discriminator updated before the generator's adversarial loss is
 taken). With gradient accumulation the discriminator steps after the last micro-batch's
@@ -22,18 +25,17 @@ and the learning rate is used as given (no implicit scaling; see launch/README.m
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
 import logging
 import math
 import sys
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, set_seed
+from accelerate.utils import set_seed
 
 from codec.build import build_codec, build_discriminator, build_generator_loss
 from codec.losses import discriminator_loss
@@ -42,7 +44,7 @@ from shards.reader import iter_validation, make_train_loader
 from trainer import export
 from trainer.checkpoint import CheckpointManager, TrainState, find_latest
 from trainer.config import ConfigError, ExperimentConfig, load_config, save_config
-from trainer.distributed import replace_dead_codes
+from trainer.engine import build_accelerator, build_engine, resolve_precision
 from trainer.tracking import Tracker
 from trainer.validation import mel_image, quantizer_schedule, validate
 
@@ -58,35 +60,6 @@ class TrainResult:
     checkpoint: Path | None
     export_dir: Path | None
     stop_reason: str
-
-
-def resolve_precision(cfg: ExperimentConfig, on_cpu: bool) -> str:
-    p = cfg.run.precision
-    if p == "auto":
-        return "no" if on_cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-    if on_cpu and p == "fp16":
-        raise ConfigError("config field `run.precision`: fp16 needs a GPU; use bf16 or no on CPU")
-    return p
-
-
-def build_accelerator(cfg: ExperimentConfig) -> Accelerator:
-    on_cpu = cfg.run.cpu or not torch.cuda.is_available()
-    # Rank 0 validates while the others wait in a barrier: the process-group timeout must
-    # outlast the longest validation the config allows (bounded by max_seconds of audio).
-    timeout = timedelta(minutes=max(30.0, cfg.validation.max_seconds / 60.0 * 4))
-    return Accelerator(
-        cpu=on_cpu,  # on CPU Accelerate forms a process group only when asked to
-        mixed_precision=resolve_precision(cfg, on_cpu),
-        log_with="wandb" if cfg.wandb.enabled and cfg.wandb.mode != "disabled" else None,
-        project_dir=str(cfg.run.run_dir),
-        # Our LR schedule counts optimizer steps; Accelerate would otherwise step it once
-        # per process, which makes the decay depend on the world size.
-        step_scheduler_with_optimizer=False,
-        kwargs_handlers=[
-            InitProcessGroupKwargs(timeout=timeout),
-            DistributedDataParallelKwargs(find_unused_parameters=False),
-        ],
-    )
 
 
 def _setup_logging(accelerator: Accelerator) -> None:
@@ -137,28 +110,18 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
         )
 
     set_seed(cfg.run.seed)  # identical initial weights on every rank
-    gen = build_codec(cfg.codec)
-    disc = build_discriminator(cfg.discriminator, sr)
+    gen, disc = build_codec(cfg.codec), build_discriminator(cfg.discriminator, sr)
     loss_fn = build_generator_loss(cfg.loss, sr).to(acc.device)
     o = cfg.optim
-    opt_g = torch.optim.AdamW(
-        gen.parameters(), lr=o.lr_g, betas=o.betas, weight_decay=o.weight_decay
-    )
-    opt_d = torch.optim.AdamW(
-        disc.parameters(), lr=o.lr_d, betas=o.betas, weight_decay=o.weight_decay
-    )
-    sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=o.lr_decay)
-    sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, gamma=o.lr_decay)
-    gen, disc, opt_g, opt_d, sched_g, sched_d = acc.prepare(
-        gen, disc, opt_g, opt_d, sched_g, sched_d
-    )
-    gen_params = [p for p in gen.parameters() if p.requires_grad]
+    eng = build_engine(acc, cfg, gen, disc)  # DDP, or the generator in a DeepSpeed engine
 
     state = TrainState(world_size=acc.num_processes)
-    acc.register_for_checkpointing(state)
+    acc.register_for_checkpointing(state)  # first: custom_checkpoint_0 is the TrainState
+    eng.register_for_checkpointing()
     ckpt = CheckpointManager(acc, ckpt_root, cfg.checkpoint.keep_last)
     if resume_from is not None:
         acc.load_state(str(resume_from))
+        eng.after_resume()
         log.info("resumed from %s at step %d", resume_from, state.step)
         if state.world_size != acc.num_processes:
             log.warning(
@@ -185,21 +148,28 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
         log.info("codec: %s", cfg.codec.summary())
         log.info(
             "params: generator %.2f M, discriminator %.2f M",
-            sum(p.numel() for p in gen.parameters()) / 1e6,
-            sum(p.numel() for p in disc.parameters()) / 1e6,
+            sum(p.numel() for p in eng.codec.parameters()) / 1e6,
+            sum(p.numel() for p in eng.discriminator.parameters()) / 1e6,
         )
         log.info(
-            "%d process(es) on %s, precision %s; global batch %d = %d per process x %d accum x "
-            "%d processes (%.1f s of audio per step)",
+            "%d process(es) on %s (%s), precision %s; global batch %d = %d per process x %d "
+            "accum x %d processes (%.1f s of audio per step); lr %g (g) %g (d) as given",
             acc.num_processes,
             acc.device,
-            acc.mixed_precision,
+            eng.kind,
+            resolve_precision(cfg, acc.device.type != "cuda"),
             global_batch,
             b.batch_size,
             o.grad_accum,
             acc.num_processes,
             seconds_per_step,
+            o.lr_g,
+            o.lr_d,
         )
+    keys_log = None
+    if b.log_keys:  # debug: which crops this rank trained on (tests check ranks are disjoint)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        keys_log = open(run_dir / f"data_keys_rank{acc.process_index}.jsonl", "a")  # noqa: SIM115
 
     loader = make_train_loader(
         cfg.data.shards,
@@ -233,44 +203,41 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
     t_window, steps_window = time.time(), 0
 
     while state.step < cfg.run.max_steps:
-        gen.train()
-        disc.train()
+        eng.gen.train()
+        eng.disc.train()
         for micro in range(o.grad_accum):
             last = micro == o.grad_accum - 1
-            x = next(batches)["audio"].to(acc.device, non_blocking=True)
+            batch = next(batches)
+            x = batch["audio"].to(acc.device, non_blocking=True)
             state.data_batches += 1
-            sync_gen = contextlib.nullcontext() if last else acc.no_sync(gen)
-            sync_disc = contextlib.nullcontext() if last else acc.no_sync(disc)
-            with sync_gen:
-                with acc.autocast():
-                    out = gen(x)
+            if keys_log is not None:
+                row = {k: batch[k] for k in ("keys", "offsets", "epochs")}
+                keys_log.write(json.dumps({"step": state.step + 1, **row}) + "\n")
+            with eng.gen_accumulating(last):
+                with eng.autocast():
+                    out = eng.gen(x)
                 y = out.audio
                 # -- discriminator: real and generated in one batched call
-                with sync_disc:
-                    with acc.autocast():
-                        d_real, d_fake = _split_halves(disc(torch.cat([x, y.detach()])))
+                with eng.disc_accumulating(last):
+                    with eng.autocast():
+                        d_real, d_fake = _split_halves(eng.disc(torch.cat([x, y.detach()])))
                     loss_d = discriminator_loss(d_real, d_fake)
-                    acc.backward(loss_d / o.grad_accum)
+                    eng.backward_disc(loss_d / o.grad_accum)
                 if last:
-                    gnorm_d = acc.clip_grad_norm_(disc.parameters(), o.grad_clip_d)
-                    opt_d.step()
-                    opt_d.zero_grad(set_to_none=True)
+                    gnorm_d = eng.step_disc()
                 # -- generator: gradients into the generator only
-                with acc.no_sync(disc), acc.autocast():
-                    d_real, d_fake = _split_halves(disc(torch.cat([x, y])))
-                loss_g, terms = loss_fn(x, y, out, d_real, d_fake)
-                acc.backward(loss_g / o.grad_accum, inputs=gen_params)
-        gnorm_g = acc.clip_grad_norm_(gen.parameters(), o.grad_clip_g)
-        opt_g.step()
-        opt_g.zero_grad(set_to_none=True)
-        sched_g.step()
-        sched_d.step()
+                with eng.generator_pass():
+                    with eng.autocast():
+                        d_real, d_fake = _split_halves(eng.disc(torch.cat([x, y])))
+                    loss_g, terms = loss_fn(x, y, out, d_real, d_fake)
+                    eng.backward_gen(loss_g / o.grad_accum, last)
+        gnorm_g = eng.step_gen()  # clip, step, zero, and both LR schedules
         state.step += 1
         state.samples_seen += global_batch
         steps_window += 1
 
         if cfg.run.dead_code_every and state.step % cfg.run.dead_code_every == 0:
-            replaced = replace_dead_codes(acc, acc.unwrap_model(gen), cfg.run.seed + state.step)
+            replaced = eng.replace_dead_codes(cfg.run.seed + state.step)
             if replaced.sum() > 0:
                 log.info(
                     "step %d: re-initialised dead codes per codebook %s",
@@ -287,14 +254,17 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
             last_losses = dict(zip([*names, "disc", "gen_total"], vec.tolist(), strict=True))
             dt = (time.time() - t_window) / steps_window
             t_window, steps_window = time.time(), 0
-            stats = acc.unwrap_model(gen).quantizer.codebook_stats()
+            stats = eng.codec.quantizer.codebook_stats()
+            lr_g, lr_d = eng.lrs()
             logs = {f"loss/{k}": v for k, v in last_losses.items()}
             logs.update(
                 {
                     "grad_norm/generator": float(gnorm_g),
                     "grad_norm/discriminator": float(gnorm_d),
-                    "lr/generator": sched_g.get_last_lr()[0],
-                    "lr/discriminator": sched_d.get_last_lr()[0],
+                    "lr/generator": lr_g,
+                    "lr/discriminator": lr_d,
+                    "progress/global_batch": global_batch,
+                    "progress/world_size": acc.num_processes,
                     "perf/step_time_s": dt,
                     "perf/audio_seconds_per_second": seconds_per_step / dt,
                     "progress/samples_seen": state.samples_seen,
@@ -326,10 +296,15 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
             )
 
         out_of_time = False
-        if cfg.run.max_minutes is not None and state.step % cfg.run.log_every == 0:
-            # every rank joins (at log steps only) so that all stop at the same step
-            late = float((time.time() - t_start) / 60 >= cfg.run.max_minutes)
-            out_of_time = acc.reduce(torch.tensor([late], device=acc.device), "sum").item() > 0
+        if cfg.run.max_minutes is not None:
+            late = (time.time() - t_start) / 60 >= cfg.run.max_minutes
+            if acc.num_processes == 1:
+                out_of_time = late
+            elif state.step % cfg.run.log_every == 0:
+                # all ranks must stop at the same step: they agree at log steps only, so the
+                # check adds no collective (and no host sync) to the other steps
+                flag = torch.tensor([float(late)], device=acc.device)
+                out_of_time = acc.reduce(flag, "sum").item() > 0
         done = state.step >= cfg.run.max_steps or out_of_time
         if out_of_time:
             stop_reason = f"max_minutes ({cfg.run.max_minutes})"
@@ -337,7 +312,7 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
         is_best = False
         if state.step % cfg.validation.every_steps == 0 or done:
             if acc.is_main_process:
-                val_result = _run_validation(cfg, acc, gen, n_q_val, kbps_of, tracker, state.step)
+                val_result = _run_validation(cfg, acc, eng, n_q_val, kbps_of, tracker, state.step)
                 mel = val_result.at(default_n_q).mel_distance
                 if mel < state.best_val_mel:
                     state.best_val_mel, state.best_step, is_best = mel, state.step, True
@@ -349,10 +324,12 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
         if done:
             break
 
+    if keys_log is not None:
+        keys_log.close()
     export_dir = None
     if acc.is_main_process:
         export_dir = export.export_generator(
-            acc.unwrap_model(gen), cfg, manifest, run_dir / "export", step=state.step
+            eng.codec, cfg, manifest, run_dir / "export", step=state.step
         )
         tracker.summary({"stop_reason": stop_reason, "steps": state.step})
         log.info(
@@ -363,8 +340,8 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
     return TrainResult(run_dir, state.step, last_losses, val_result, saved, export_dir, stop_reason)
 
 
-def _run_validation(cfg, acc, gen, n_q_val, kbps_of, tracker, step):
-    codec = acc.unwrap_model(gen)
+def _run_validation(cfg, acc, eng, n_q_val, kbps_of, tracker, step):
+    codec = eng.codec
     t0 = time.time()
     items = iter_validation(
         cfg.data.shards,
@@ -454,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["train", "main", "TrainResult", "save_config"]
+__all__ = ["train", "main", "TrainResult", "save_config", "build_accelerator", "resolve_precision"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,353 @@
+"""The two models, their optimisers and their optimizer steps, behind one interface for
+plain DDP (also one process) and for DeepSpeed ZeRO stage 1/2.
+
+The training loop calls the same methods whichever path runs::
+
+    with eng.gen_accumulating(last):            # DDP: no gradient all-reduce before the last micro-batch
+        out = eng.gen(x)
+        with eng.disc_accumulating(last):
+            loss_d = ...eng.disc(...)
+            eng.backward_disc(loss_d / accum)
+        if last: gnorm_d = eng.step_disc()
+        with eng.generator_pass():              # disc params get no gradient from the G loss
+            loss_g = ...eng.disc(...)
+            eng.backward_gen(loss_g / accum, last)
+    gnorm_g = eng.step_gen()                    # clip, step, zero, both LR schedules
+
+Why DeepSpeed holds only the generator
+    One Accelerator holds one DeepSpeed engine, and a generator loss that back-propagates
+    through a second engine is a known failure (DeepSpeed issues #399, #4923). So under
+    DeepSpeed the generator (the big model, whose optimizer state ZeRO partitions) is the
+    engine, and the discriminator stays a plain module with torch DDP, its own AdamW and
+    ExponentialLR, registered with ``accelerator.register_for_checkpointing`` so
+    ``save_state``/``load_state`` cover it. ``engine.backward`` has no ``inputs=``, so during
+    the generator pass the discriminator's parameters are switched to
+    ``requires_grad=False``: the adversarial and feature-matching losses still flow through
+    the discriminator into the generator, but leave no gradient in the discriminator (which
+    under gradient accumulation holds the D-loss gradients of earlier micro-batches).
+
+    Precision: the DeepSpeed JSON keeps ``bf16``/``fp16`` off and this module runs
+    ``torch.autocast`` itself, exactly as on the DDP path, so weights and optimizer state are
+    fp32 on both paths and the codec's fp32 STFT islands behave the same. fp16 is refused
+    under DeepSpeed (it would need DeepSpeed's loss scaler, which knows one engine only).
+
+    ZeRO stage 3 is refused: validation runs the generator on rank 0 alone, and a ZeRO-3
+    forward all-gathers parameters from every rank, so it would hang; the quantizer also
+    reads codebook weights outside their module's forward, which ZeRO-3 does not gather.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from datetime import timedelta
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    DistributedType,
+    InitProcessGroupKwargs,
+)
+from torch import nn
+
+from trainer.config import ConfigError, ExperimentConfig
+from trainer.distributed import replace_dead_codes
+
+log = logging.getLogger("telucodec")
+
+
+def use_deepspeed_env() -> bool:
+    """``accelerate launch`` with a DeepSpeed config exports ACCELERATE_USE_DEEPSPEED."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def resolve_precision(cfg: ExperimentConfig, on_cpu: bool) -> str:
+    p = cfg.run.precision
+    if p == "auto":
+        return "no" if on_cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    if on_cpu and p == "fp16":
+        raise ConfigError("config field `run.precision`: fp16 needs a GPU; use bf16 or no on CPU")
+    return p
+
+
+def build_accelerator(cfg: ExperimentConfig) -> Accelerator:
+    on_cpu = cfg.run.cpu or not torch.cuda.is_available()
+    deepspeed = use_deepspeed_env()
+    precision = resolve_precision(cfg, on_cpu)
+    if deepspeed and precision == "fp16":
+        raise ConfigError(
+            "config field `run.precision`: fp16 is not supported with DeepSpeed here (its loss "
+            "scaler covers the generator engine only); use bf16 or no"
+        )
+    # Rank 0 validates while the others wait in a barrier: the process-group timeout must
+    # outlast the longest validation the config allows (bounded by max_seconds of audio).
+    timeout = timedelta(minutes=max(30.0, cfg.validation.max_seconds / 60.0 * 4))
+    pg = InitProcessGroupKwargs(timeout=timeout)
+    if deepspeed and on_cpu:
+        # Accelerate turns DeepSpeed on only with cpu=False; with no GPU it then needs to be
+        # told the backend, else it initialises DeepSpeed's group but reports one process.
+        pg = InitProcessGroupKwargs(timeout=timeout, backend="gloo")
+    return Accelerator(
+        # on CPU Accelerate forms a (gloo) process group only when asked to; DeepSpeed is
+        # only enabled with cpu=False (its CPU accelerator is picked by DeepSpeed itself)
+        cpu=on_cpu and not deepspeed,
+        mixed_precision=precision,
+        log_with="wandb" if cfg.wandb.enabled and cfg.wandb.mode != "disabled" else None,
+        project_dir=str(cfg.run.run_dir),
+        # Our LR schedule counts optimizer steps; Accelerate would otherwise step it once
+        # per process, which makes the decay depend on the world size.
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[pg, DistributedDataParallelKwargs(find_unused_parameters=False)],
+    )
+
+
+def _adamw(params, lr: float, cfg: ExperimentConfig) -> torch.optim.AdamW:
+    o = cfg.optim
+    return torch.optim.AdamW(params, lr=lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+class GanEngine:
+    """Plain path (one process or DDP): both models prepared by Accelerate.
+
+    Attributes: ``gen`` and ``disc`` (callable, possibly wrapped), ``codec`` and
+    ``discriminator`` (the unwrapped modules), ``sched_g``/``sched_d``.
+    """
+
+    kind = "ddp"
+
+    def __init__(self, acc: Accelerator, cfg: ExperimentConfig, gen: nn.Module, disc: nn.Module):
+        self.acc, self.cfg = acc, cfg
+        o = cfg.optim
+        opt_g, opt_d = _adamw(gen.parameters(), o.lr_g, cfg), _adamw(disc.parameters(), o.lr_d, cfg)
+        sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=o.lr_decay)
+        sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, gamma=o.lr_decay)
+        (self.gen, self.disc, self.opt_g, self.opt_d, self.sched_g, self.sched_d) = acc.prepare(
+            gen, disc, opt_g, opt_d, sched_g, sched_d
+        )
+        self._gen_params = [p for p in self.gen.parameters() if p.requires_grad]
+
+    @property
+    def codec(self) -> nn.Module:
+        return self.acc.unwrap_model(self.gen)
+
+    @property
+    def discriminator(self) -> nn.Module:
+        return self.acc.unwrap_model(self.disc)
+
+    def register_for_checkpointing(self) -> None:
+        """Extra objects save_state must cover (none: Accelerate prepared everything)."""
+
+    def after_resume(self) -> None:
+        """Fix-ups after ``accelerator.load_state`` (none needed here)."""
+
+    def autocast(self):
+        return self.acc.autocast()
+
+    def gen_accumulating(self, last: bool):
+        return contextlib.nullcontext() if last else self.acc.no_sync(self.gen)
+
+    def disc_accumulating(self, last: bool):
+        return contextlib.nullcontext() if last else self.acc.no_sync(self.disc)
+
+    def backward_disc(self, loss: torch.Tensor) -> None:
+        self.acc.backward(loss)
+
+    def step_disc(self) -> torch.Tensor:
+        gnorm = self.acc.clip_grad_norm_(self.disc.parameters(), self.cfg.optim.grad_clip_d)
+        self.opt_d.step()
+        self.opt_d.zero_grad(set_to_none=True)
+        return gnorm  # a tensor: reading it here would sync the GPU every step
+
+    def generator_pass(self):
+        # the discriminator's forward for the G loss must not prepare a DDP all-reduce
+        return self.acc.no_sync(self.disc)
+
+    def backward_gen(self, loss: torch.Tensor, last: bool) -> None:
+        # gradients into the generator only: no junk gradients in the discriminator
+        self.acc.backward(loss, inputs=self._gen_params)
+
+    def step_gen(self) -> torch.Tensor | float:
+        gnorm = self.acc.clip_grad_norm_(self.gen.parameters(), self.cfg.optim.grad_clip_g)
+        self.opt_g.step()
+        self.opt_g.zero_grad(set_to_none=True)
+        self.sched_g.step()
+        self.sched_d.step()
+        return gnorm
+
+    def lrs(self) -> tuple[float, float]:
+        return self.sched_g.get_last_lr()[0], self.sched_d.get_last_lr()[0]
+
+    def replace_dead_codes(self, seed: int) -> torch.Tensor:
+        return replace_dead_codes(self.acc, self.codec, seed)
+
+
+class DeepSpeedGanEngine(GanEngine):
+    """Generator in the DeepSpeed engine (ZeRO 1/2), discriminator in torch DDP beside it."""
+
+    kind = "deepspeed"
+
+    def __init__(self, acc: Accelerator, cfg: ExperimentConfig, gen: nn.Module, disc: nn.Module):
+        self.acc, self.cfg = acc, cfg
+        o = cfg.optim
+        plugin = acc.state.deepspeed_plugin
+        ds = plugin.deepspeed_config
+        stage = ds.get("zero_optimization", {}).get("stage", 0)
+        if stage not in (0, 1, 2):
+            raise ConfigError(
+                f"DeepSpeed config `zero_optimization.stage` is {stage}: only stages 0-2 are "
+                "supported (rank-0 "
+                "validation cannot run a ZeRO-3 sharded generator; see launch/README.md)"
+            )
+        for key in ("bf16", "fp16"):
+            if str(ds.get(key, {}).get("enabled", False)).lower() == "true":
+                raise ConfigError(
+                    f"DeepSpeed config `{key}.enabled` must be false (or auto): the trainer "
+                    "runs autocast itself so fp32 weights and STFT islands match the DDP path"
+                )
+            ds[key] = {"enabled": False}
+        # Values the experiment config owns; "auto" in the JSON means "take them from it".
+        want = {
+            "train_micro_batch_size_per_gpu": cfg.data.batch_size,
+            "gradient_accumulation_steps": o.grad_accum,
+            "gradient_clipping": o.grad_clip_g,
+            "train_batch_size": cfg.data.batch_size * o.grad_accum * acc.num_processes,
+        }
+        for key, value in want.items():
+            have = ds.get(key, "auto")
+            if have != "auto" and have != value:
+                raise ConfigError(
+                    f"DeepSpeed config `{key}` is {have} but the experiment config implies "
+                    f'{value}; set it to "auto" in the JSON'
+                )
+            ds[key] = value
+        # the loop calls the engine itself; keep Accelerate's own counter in line with it
+        acc.gradient_accumulation_steps = o.grad_accum
+        self.stage = stage
+        self.precision = _autocast_dtype(cfg, acc.device.type)
+
+        opt_g = _adamw(gen.parameters(), o.lr_g, cfg)
+        # The engine wraps opt_g (ZeRO steps it on its fp32 partitions with opt_g's
+        # param_groups) and engine.step() clips, steps and zeroes. The schedule stays ours:
+        # DeepSpeed only drives its own scheduler types, and Accelerate's wrapper for any
+        # other scheduler under DeepSpeed never steps it.
+        self.sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=o.lr_decay)
+        self.gen, self.opt_g = acc.prepare(gen, opt_g)
+        self._base_opt_g = opt_g
+        self.engine = self.gen
+
+        disc = disc.to(acc.device)
+        self._disc_module = disc
+        self.opt_d = _adamw(disc.parameters(), o.lr_d, cfg)
+        self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=o.lr_decay)
+        if acc.num_processes > 1:
+            ids = [acc.local_process_index] if acc.device.type == "cuda" else None
+            self.disc = nn.parallel.DistributedDataParallel(disc, device_ids=ids)
+        else:
+            self.disc = disc
+
+    @property
+    def codec(self) -> nn.Module:
+        return self.engine.module
+
+    @property
+    def discriminator(self) -> nn.Module:
+        return self._disc_module
+
+    def register_for_checkpointing(self) -> None:
+        # save_state writes the engine (generator + its ZeRO optimizer) under
+        # pytorch_model/; the schedules and the discriminator side ride along as custom objects.
+        self.acc.register_for_checkpointing(
+            self.sched_g, self._disc_module, self.opt_d, self.sched_d
+        )
+
+    def after_resume(self) -> None:
+        # ExponentialLR multiplies the optimizer's current lr; the ZeRO checkpoint restores
+        # moments but not param_groups["lr"], so put the scheduled value back.
+        for group, lr in zip(
+            self._base_opt_g.param_groups, self.sched_g.get_last_lr(), strict=True
+        ):
+            group["lr"] = lr
+
+    def autocast(self):
+        if self.precision is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.acc.device.type, dtype=self.precision)
+
+    def gen_accumulating(self, last: bool):
+        # DeepSpeed reduces at the boundary it is told about in backward_gen
+        return contextlib.nullcontext()
+
+    def disc_accumulating(self, last: bool):
+        return contextlib.nullcontext() if last else _no_sync(self.disc)
+
+    def backward_disc(self, loss: torch.Tensor) -> None:
+        loss.backward()  # not acc.backward: under DeepSpeed that drives the generator engine
+
+    def step_disc(self) -> torch.Tensor:
+        gnorm = torch.nn.utils.clip_grad_norm_(
+            self._disc_module.parameters(), self.cfg.optim.grad_clip_d
+        )
+        self.opt_d.step()
+        self.opt_d.zero_grad(set_to_none=True)
+        return gnorm  # a tensor: reading it here would sync the GPU every step
+
+    @contextlib.contextmanager
+    def generator_pass(self) -> Iterator[None]:
+        params = [p for p in self._disc_module.parameters() if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            with _no_sync(self.disc):
+                yield
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+
+    def backward_gen(self, loss: torch.Tensor, last: bool) -> None:
+        self.engine.set_gradient_accumulation_boundary(last)
+        # the loop already divided by grad_accum (as on the DDP path)
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def step_gen(self) -> torch.Tensor | float:
+        self.engine.step()  # clip (gradient_clipping), step, zero grads
+        self.sched_g.step()
+        self.sched_d.step()
+        gnorm = self.engine.get_global_grad_norm()
+        return float("nan") if gnorm is None else float(gnorm)
+
+    def lrs(self) -> tuple[float, float]:
+        return self.engine.get_lr()[0], self.sched_d.get_last_lr()[0]
+
+    def replace_dead_codes(self, seed: int) -> torch.Tensor:
+        """As on the DDP path, then push the new rows into ZeRO's fp32 master copy, which
+        would otherwise overwrite them at the next optimizer step."""
+        from deepspeed.utils import safe_set_full_fp32_param
+
+        replaced = replace_dead_codes(self.acc, self.codec, seed)
+        for q in self.codec.quantizer.quantizers:
+            w = q.codebook.weight
+            safe_set_full_fp32_param(w, w.detach().clone().float())
+        return replaced
+
+
+def _autocast_dtype(cfg: ExperimentConfig, device_type: str) -> torch.dtype | None:
+    p = resolve_precision(cfg, device_type != "cuda")
+    return torch.bfloat16 if p == "bf16" else None
+
+
+def _no_sync(module: nn.Module):
+    if isinstance(module, nn.parallel.DistributedDataParallel):
+        return module.no_sync()
+    return contextlib.nullcontext()
+
+
+def build_engine(
+    acc: Accelerator, cfg: ExperimentConfig, gen: nn.Module, disc: nn.Module
+) -> GanEngine:
+    """The engine for the distributed type ``acc`` runs under."""
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        return DeepSpeedGanEngine(acc, cfg, gen, disc)
+    return GanEngine(acc, cfg, gen, disc)
