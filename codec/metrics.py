@@ -17,7 +17,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from codec.losses import DEFAULT_MEL_WINDOWS, DEFAULT_N_MELS, multiscale_mel_distance
+from codec.losses import (
+    DEFAULT_MEL_WINDOWS,
+    DEFAULT_N_MELS,
+    MultiResolutionSTFTLoss,
+    multiscale_mel_distance,
+)
 from codec.spectral import no_autocast
 
 # A perfect reconstruction has zero error; eps keeps the log finite: SNR of an exact copy is
@@ -99,6 +104,15 @@ def mel_distance(
     return multiscale_mel_distance(
         ref[:, None], est[:, None], sample_rate, n_mels=n_mels, window_lengths=window_lengths
     )
+
+
+def stft_distance(ref: Tensor, est: Tensor) -> Tensor:
+    """Multi-resolution STFT distance per item: the training MR-STFT loss's definition
+    (:class:`codec.losses.MultiResolutionSTFTLoss`, Parallel WaveGAN resolutions; spectral
+    convergence + log-magnitude L1, averaged over resolutions), one value per item."""
+    ref, est = _pair(ref, est)
+    loss = MultiResolutionSTFTLoss()
+    return torch.stack([loss(est[i : i + 1], ref[i : i + 1]) for i in range(ref.shape[0])])
 
 
 def rms(x: Tensor) -> Tensor:

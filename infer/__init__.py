@@ -1,0 +1,1 @@
+"""Inference: code files, the encode/decode API and commands, evaluation against Opus."""

@@ -1,0 +1,198 @@
+"""The ``.tcc`` code file: a small fixed header, then the codes bit-packed.
+
+Layout (little-endian)::
+
+    magic      4 bytes  b"TCC\\x00"
+    version    u16      FORMAT_VERSION
+    model_id   16 bytes ASCII hex: the export's model_id (hash of weights + config)
+    rate       u32      Hz, the model's sample rate (the decoded audio's rate)
+    orig_rate  u32      Hz, the input file's rate (informational)
+    n_q        u16      codebooks stored per frame
+    bits       u8       bits per code = ceil(log2(codebook_size)), 1..16
+    n_frames   u64      code frames
+    n_samples  u64      decoded length in samples at ``rate`` (<= n_frames * hop)
+    gain_db    f64      gain applied before encoding (decode applies its inverse), dB
+    loudness   f64      input's BS.1770 integrated loudness, LUFS (-inf: unmeasurable)
+    payload    u64      payload bytes = ceil(n_frames * n_q * bits / 8)
+    crc32      u32      of the payload
+    payload             codes, frame-major (frame 0's n_q codes, then frame 1's, ...),
+                        each written MSB first in ``bits`` bits, zero-padded to a byte
+
+So the payload is exactly ``n_frames * n_q * bits`` bits (+ at most 7 padding bits): the
+nominal bitrate times the duration, rounded up to whole frames.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = b"TCC\x00"
+FORMAT_VERSION = 1
+MAX_BITS = 16
+_HEADER = struct.Struct("<4sH16sIIHBQQddQI")
+HEADER_BYTES = _HEADER.size
+
+
+class CodeFileError(Exception):
+    """A code file that cannot be used (not a code file, wrong version or model, truncated,
+    corrupt); ``str(err)`` names the file and the reason."""
+
+
+def bits_for(codebook_size: int) -> int:
+    """Bits per code for a codebook of ``codebook_size`` entries: ``ceil(log2(size))``."""
+    if not 2 <= codebook_size <= 2**MAX_BITS:
+        raise ValueError(f"codebook_size: must be in 2..{2**MAX_BITS}, got {codebook_size}")
+    return math.ceil(math.log2(codebook_size))
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> bytes:
+    """Codes ``[n_q, F]`` (ints in ``0..2**bits - 1``) -> frame-major MSB-first bit string."""
+    if not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"bits: must be in 1..{MAX_BITS}, got {bits}")
+    c = np.asarray(codes)
+    if c.ndim != 2:
+        raise ValueError(f"codes: expected [n_q, F], got shape {c.shape}")
+    if c.size and (c.min() < 0 or c.max() >= 2**bits):
+        raise ValueError(f"codes: entries must be in 0..{2**bits - 1} for {bits} bits")
+    flat = c.T.reshape(-1).astype(np.uint32)  # frame-major
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint32)
+    bitmat = ((flat[:, None] >> shifts) & 1).astype(np.uint8)
+    return np.packbits(bitmat.reshape(-1)).tobytes()
+
+
+def unpack_codes(payload: bytes, n_q: int, n_frames: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: ``[n_q, n_frames]`` int64."""
+    n = n_q * n_frames
+    need = math.ceil(n * bits / 8)
+    if len(payload) < need:
+        raise ValueError(f"payload: {len(payload)} bytes, need {need}")
+    bitarr = np.unpackbits(np.frombuffer(payload, np.uint8, count=need))[: n * bits]
+    weights = (1 << np.arange(bits - 1, -1, -1)).astype(np.int64)
+    flat = bitarr.reshape(n, bits).astype(np.int64) @ weights
+    return flat.reshape(n_frames, n_q).T.copy()
+
+
+@dataclass
+class CodeFile:
+    """Codes plus what decoding needs. ``codes``: ``[n_q, n_frames]`` int64."""
+
+    model_id: str
+    sample_rate: int
+    orig_rate: int
+    codebook_size: int
+    n_samples: int
+    gain_db: float
+    loudness_lufs: float
+    codes: np.ndarray
+
+    @property
+    def n_q(self) -> int:
+        return int(self.codes.shape[0])
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.codes.shape[1])
+
+    @property
+    def bits(self) -> int:
+        return bits_for(self.codebook_size)
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.sample_rate
+
+    def payload_bytes(self) -> int:
+        return math.ceil(self.n_frames * self.n_q * self.bits / 8)
+
+    def to_bytes(self) -> bytes:
+        mid = self.model_id.encode("ascii")
+        if len(mid) != 16:
+            raise ValueError(f"model_id: expected 16 hex characters, got {self.model_id!r}")
+        payload = pack_codes(self.codes, self.bits)
+        header = _HEADER.pack(
+            MAGIC,
+            FORMAT_VERSION,
+            mid,
+            self.sample_rate,
+            self.orig_rate,
+            self.n_q,
+            self.bits,
+            self.n_frames,
+            self.n_samples,
+            self.gain_db,
+            self.loudness_lufs,
+            len(payload),
+            zlib.crc32(payload),
+        )
+        return header + payload
+
+    def save(self, path: str | os.PathLike) -> int:
+        """Write atomically (temp file + rename); returns the file size in bytes."""
+        p = Path(path)
+        data = self.to_bytes()
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, p)
+        return len(data)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "<bytes>") -> CodeFile:
+        if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+            raise CodeFileError(f"{name}: not a TeluCodec code file (bad magic)")
+        if len(data) < HEADER_BYTES:
+            raise CodeFileError(f"{name}: truncated header ({len(data)} of {HEADER_BYTES} bytes)")
+        (_, version, mid, rate, orig_rate, n_q, bits, n_frames, n_samples, gain_db, lufs,
+         n_payload, crc) = _HEADER.unpack_from(data)  # fmt: skip
+        if version != FORMAT_VERSION:
+            raise CodeFileError(
+                f"{name}: code file format version {version}, this TeluCodec reads version "
+                f"{FORMAT_VERSION}"
+            )
+        if not 1 <= bits <= MAX_BITS or n_q < 1:
+            raise CodeFileError(f"{name}: corrupt header (bits={bits}, n_q={n_q})")
+        if n_payload != math.ceil(n_frames * n_q * bits / 8):
+            raise CodeFileError(f"{name}: corrupt header (payload size does not match frames)")
+        payload = data[HEADER_BYTES:]
+        if len(payload) < n_payload:
+            raise CodeFileError(
+                f"{name}: truncated: payload has {len(payload)} of {n_payload} bytes "
+                f"({len(payload) * 8 // (n_q * bits)} of {n_frames} frames)"
+            )
+        if len(payload) > n_payload:
+            raise CodeFileError(f"{name}: {len(payload) - n_payload} unexpected trailing bytes")
+        if zlib.crc32(payload) != crc:
+            raise CodeFileError(f"{name}: payload checksum mismatch (corrupt file)")
+        return cls(
+            model_id=mid.decode("ascii", errors="replace"),
+            sample_rate=rate,
+            orig_rate=orig_rate,
+            codebook_size=2**bits,
+            n_samples=n_samples,
+            gain_db=gain_db,
+            loudness_lufs=lufs,
+            codes=unpack_codes(payload, n_q, n_frames, bits),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CodeFile:
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise CodeFileError(f"{p}: cannot read: {e.strerror or e}") from e
+        return cls.from_bytes(data, str(p))
+
+    def check_model(self, model_id: str, name: str = "code file") -> None:
+        """Raise :class:`CodeFileError` unless this file was made by model ``model_id``."""
+        if self.model_id != model_id:
+            raise CodeFileError(
+                f"{name}: made by model {self.model_id}, but the loaded model is {model_id} "
+                "(decode with the export that encoded it)"
+            )

@@ -1,0 +1,190 @@
+"""``telucodec-eval``: quality per bitrate of an exported codec, beside Opus.
+
+For every audio file in a folder (any format, rate, channels, level) the file is
+conditioned exactly as prep does (:meth:`infer.api.TeluCodec.condition`); that signal, at
+the file's own level, is the reference for both systems:
+
+* the codec encodes it once with all codebooks (the first ``n`` codes of a residual VQ are
+  the ``n``-codebook encoding) and decodes each requested prefix, loudness restored;
+* Opus (:mod:`infer.opus`) codes the same samples at each Opus bitrate, delay-compensated.
+
+Metrics (:mod:`codec.metrics`, the same definitions as the trainer's validation hook, plus
+wideband PESQ and STOI): per file and averaged per system and bitrate. Output: ``eval.json``,
+``eval.md`` and ``eval.png`` in ``--out`` (see :mod:`infer.report`), optionally W&B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import soxr
+import torch
+from tqdm import tqdm
+
+from codec import metrics
+from infer import opus
+from infer.api import TeluCodec
+from infer.report import summarise, write_outputs
+from shards.audio import SUPPORTED_EXTENSIONS, AudioError, load_conditioned
+
+PESQ_RATE = 16_000  # wideband PESQ is defined at 16 kHz
+METRICS = (
+    "snr_db",
+    "si_snr_db",
+    "mel_distance",
+    "stft_distance",
+    "pesq_wb",
+    "stoi",
+    "rms_ratio",
+    "ref_peak",
+    "est_peak",
+)
+
+
+def _pesq_stoi(ref: np.ndarray, est: np.ndarray, rate: int) -> tuple[float, float]:
+    from pesq import pesq
+    from pystoi import stoi
+
+    if rate != PESQ_RATE:
+        ref = soxr.resample(ref, rate, PESQ_RATE)
+        est = soxr.resample(est, rate, PESQ_RATE)
+    try:
+        p = float(pesq(PESQ_RATE, ref.astype(np.float64), est.astype(np.float64), "wb"))
+    except Exception as e:  # pesq raises its own types (no utterance, too short)
+        warnings.warn(f"PESQ undefined for this clip ({type(e).__name__}: {e})", stacklevel=2)
+        p = math.nan
+    s = float(stoi(ref, est, PESQ_RATE, extended=False))
+    return p, s
+
+
+def score(ref: np.ndarray, est: np.ndarray, rate: int) -> dict[str, float]:
+    """All eval metrics for one clip: mono float32 ``ref`` and ``est`` of equal length."""
+    r = torch.from_numpy(np.ascontiguousarray(ref, np.float32))[None]
+    e = torch.from_numpy(np.ascontiguousarray(est, np.float32))[None]
+    rep = metrics.reconstruction_report(r, e, rate)
+    out = {k: float(rep[k][0]) for k in ("snr_db", "si_snr_db", "mel_distance", "rms_ratio",
+                                          "ref_peak", "est_peak")}  # fmt: skip
+    out["stft_distance"] = float(metrics.stft_distance(r, e)[0])
+    out["pesq_wb"], out["stoi"] = _pesq_stoi(ref, est, rate)
+    return out
+
+
+def find_audio(folder: str | Path) -> list[Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in SUPPORTED_EXTENSIONS)
+    if not files:
+        raise FileNotFoundError(f"{root}: no audio files ({', '.join(SUPPORTED_EXTENSIONS)})")
+    return files
+
+
+def evaluate(
+    tc: TeluCodec,
+    files: list[Path],
+    n_qs: list[int],
+    opus_kbps: list[float],
+    max_seconds: float | None = None,
+    progress: bool = True,
+) -> dict:
+    """Score ``files`` at each codebook count in ``n_qs`` and each Opus bitrate.
+
+    Returns ``{"model", "files", "results": [{"system", "kbps", "n_q"?, "file", metrics...}],
+    "summary": [...]}`` (summary: per system and bitrate means, see :func:`summarise`).
+    Unusable audio files are listed under ``"skipped"`` with the reason.
+    """
+    if opus_kbps and not opus.available():
+        raise FileNotFoundError("opusenc/opusdec not found (install opus-tools, or --opus-kbps '')")
+    rows: list[dict] = []
+    skipped: list[dict] = []
+    rate = tc.sample_rate
+    total = len(files) * (len(n_qs) + len(opus_kbps))
+    bar = tqdm(total=total, desc="eval", unit="run", disable=not progress)
+    for path in files:
+        try:
+            x = load_conditioned(path, rate)
+        except AudioError as e:
+            skipped.append({"file": str(path), "reason": e.reason})
+            bar.update(len(n_qs) + len(opus_kbps))
+            continue
+        if max_seconds:
+            x = x[: round(max_seconds * rate)]
+        cf = tc.encode(x, rate, n_quantizers=max(n_qs))
+        for n in n_qs:
+            y = tc.decode(cf, n_quantizers=n)
+            rows.append({"system": "telucodec", "kbps": tc.bitrate_kbps(n), "n_q": n,
+                         "file": str(path), **score(x, y, rate)})  # fmt: skip
+            bar.update()
+        for k in opus_kbps:
+            y, info = opus.roundtrip(x, rate, k)
+            rows.append({"system": "opus", "kbps": k, "actual_kbps": info["actual_kbps"],
+                         "lag": info["lag"], "file": str(path), **score(x, y, rate)})  # fmt: skip
+            bar.update()
+    bar.close()
+    return {
+        "model": {"model_id": tc.model_id, "sample_rate": rate, "step": tc.meta.get("step")},
+        "files": [str(f) for f in files],
+        "skipped": skipped,
+        "results": rows,
+        "summary": summarise(rows, METRICS),
+    }
+
+
+def _parse_list(text: str) -> list[float]:
+    return [float(v) for v in text.replace(",", " ").split()] if text.strip() else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="telucodec-eval", description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="export folder (model.safetensors + codec.json)")
+    p.add_argument("--audio", required=True, help="folder of audio files (searched recursively)")
+    p.add_argument("--out", required=True, help="folder for eval.json, eval.md, eval.png")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--n-q", default="", help="codebook counts, e.g. '4,8,12' (default: all)")
+    g.add_argument("--kbps", default="", help="codec bitrates instead, e.g. '2,4,6'")
+    p.add_argument("--opus-kbps", default=",".join(f"{k:g}" for k in opus.OPUS_KBPS),
+                   help="Opus bitrates ('' = no Opus)")  # fmt: skip
+    p.add_argument("--max-seconds", type=float, default=None, help="score only the first N s")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--wandb-project", default=None, help="also log the table and plot to W&B")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        tc = TeluCodec.load(args.model, args.device)
+        if args.kbps:
+            n_qs = [tc.n_q_for_kbps(k) for k in _parse_list(args.kbps)]
+        elif args.n_q:
+            n_qs = [int(v) for v in _parse_list(args.n_q)]
+        else:
+            n_qs = list(range(1, tc.n_codebooks + 1))
+        for n in n_qs:
+            tc._n_q(n)
+        files = find_audio(args.audio)
+        result = evaluate(tc, files, sorted(set(n_qs)), _parse_list(args.opus_kbps),
+                          args.max_seconds, progress=not args.no_progress)  # fmt: skip
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"telucodec-eval: {e}", file=sys.stderr)
+        return 2
+    paths = write_outputs(result, args.out)
+    print(paths["md"].read_text())
+    print("wrote " + ", ".join(str(v) for v in paths.values()))
+    if args.wandb_project:
+        import wandb
+
+        run = wandb.init(project=args.wandb_project, job_type="eval", config=result["model"])
+        cols = ["system", "kbps", *METRICS]
+        table = wandb.Table(
+            columns=cols, data=[[r.get(c) for c in cols] for r in result["summary"]]
+        )
+        run.log({"eval/summary": table, "eval/plot": wandb.Image(str(paths["png"]))})
+        run.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Eval outputs: per-bitrate means, ``eval.json``, a Markdown table and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+# Columns of the Markdown table: (metric, header, format); direction in the header.
+TABLE = (
+    ("mel_distance", "mel dist (lower)", "{:.3f}"),
+    ("stft_distance", "MR-STFT (lower)", "{:.3f}"),
+    ("pesq_wb", "PESQ-WB", "{:.2f}"),
+    ("stoi", "STOI", "{:.3f}"),
+    ("si_snr_db", "SI-SNR dB", "{:.1f}"),
+    ("snr_db", "SNR dB", "{:.1f}"),
+    ("rms_ratio", "RMS out/in", "{:.3f}"),
+    ("est_peak", "peak out", "{:.3f}"),
+)
+PLOTTED = ("mel_distance", "pesq_wb", "stoi", "si_snr_db")
+
+
+def _mean(values: list[float]) -> float:
+    ok = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(ok) / len(ok) if ok else math.nan
+
+
+def summarise(rows: list[dict], metric_names: Sequence[str]) -> list[dict]:
+    """Mean of every metric per (system, kbps), NaN-skipping (e.g. PESQ on a silent clip);
+    ordered by system then bitrate. Each entry also has ``files`` (how many clips)."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["system"], r["kbps"]), []).append(r)
+    out = []
+    for (system, kbps), rs in sorted(groups.items()):
+        entry = {"system": system, "kbps": kbps, "files": len(rs)}
+        if "n_q" in rs[0]:
+            entry["n_q"] = rs[0]["n_q"]
+        if "actual_kbps" in rs[0]:
+            entry["actual_kbps"] = _mean([r["actual_kbps"] for r in rs])
+        for m in metric_names:
+            entry[m] = _mean([r[m] for r in rs])
+        out.append(entry)
+    return out
+
+
+def markdown(result: dict) -> str:
+    """The summary as a Markdown table (one row per system and bitrate)."""
+    head = ["system", "kbps", *[h for _, h, _ in TABLE]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in result["summary"]:
+        name = e["system"] + (f" (n_q={e['n_q']})" if "n_q" in e else "")
+        kbps = f"{e['kbps']:g}" + (f" ({e['actual_kbps']:.1f})" if "actual_kbps" in e else "")
+        cells = [name, kbps] + [fmt.format(e[m]) for m, _, fmt in TABLE]
+        lines.append("| " + " | ".join(cells) + " |")
+    n = len(result["files"]) - len(result["skipped"])
+    lines.append("")
+    lines.append(
+        f"Means over {n} file(s); model {result['model']['model_id']}. Opus kbps in brackets: "
+        "measured from the Ogg file size (container included)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Quality against kbps, codec vs Opus, one panel per metric in :data:`PLOTTED`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4 * len(PLOTTED), 3.4))
+    for ax, m in zip(axes, PLOTTED, strict=True):
+        for system, style in (("telucodec", "o-"), ("opus", "s--")):
+            pts = [(e["kbps"], e[m]) for e in result["summary"] if e["system"] == system]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, style, label=system)
+        ax.set_xlabel("kbps")
+        ax.set_title(dict((k, h) for k, h, _ in TABLE)[m])
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_outputs(result: dict, out_dir: str | Path) -> dict:
+    """Write ``eval.json``, ``eval.md``, ``eval.png`` into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "eval.json", "md": out / "eval.md", "png": out / "eval.png"}
+
+    def clean(v):  # JSON has no NaN/inf: write null
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    def walk(o):
+        if isinstance(o, dict):
+            return {k: walk(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [walk(v) for v in o]
+        return clean(o)
+
+    paths["json"].write_text(json.dumps(walk(result), indent=2))
+    paths["md"].write_text(markdown(result))
+    plot(result, paths["png"])
+    return paths

@@ -1,0 +1,31 @@
+"""Fixtures for the inference tests: a tiny export, one intra-op thread."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codec.build import build_codec
+from codec.config import CodecConfig
+from tests.infer._inferdata import TINY
+from trainer.export import export_state_dict
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """An export of a freshly built tiny codec (untrained: only formats, levels and
+    block arithmetic are tested with it, never quality)."""
+    torch.manual_seed(0)
+    cfg = CodecConfig(**TINY)
+    out = tmp_path_factory.mktemp("export")
+    export_state_dict(build_codec(cfg).state_dict(), cfg, -26.0, -1.0, out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny models, and predictable timing on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,74 @@
+"""Blocked processing equals whole-file processing (the tolerance stated in infer.blocks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from codec.build import build_codec
+from codec.config import CodecConfig
+from infer import blocks
+from infer.api import strip_weight_norm
+from tests.infer._inferdata import TINY, speech
+
+
+@pytest.fixture(scope="module")
+def codec():
+    torch.manual_seed(0)
+    c = build_codec(CodecConfig(**TINY)).eval()
+    strip_weight_norm(c)
+    return c
+
+
+def test_receptive_field_bounds_hold(codec):
+    """Autograd support of one frame / one sample lies inside the analytic bounds."""
+    hop, f = codec.hop_length, 60
+    x = torch.randn(1, 1, 120 * hop, requires_grad=True)
+    codec.encoder(x)[0, :, f].sum().backward()
+    nz = torch.nonzero(x.grad[0, 0]).flatten()
+    reach = blocks.encoder_reach(codec.encoder)
+    assert max(f * hop - nz.min().item(), nz.max().item() - f * hop) <= reach
+    # the bound is tight on at least one side (a loose bound would waste compute)
+    assert max(f * hop - nz.min().item(), nz.max().item() - f * hop) > 0.8 * reach
+    z = torch.randn(1, codec.latent_dim, 120, requires_grad=True)
+    codec.decoder(z)[0, 0, f * hop].backward()
+    nzf = torch.nonzero(z.grad[0].abs().sum(0)).flatten()
+    dec_frames = max(f - nzf.min().item(), nzf.max().item() - f)
+    assert dec_frames * hop <= blocks.decoder_reach(codec.decoder, hop)
+    enc_ctx, dec_ctx = blocks.context_frames(codec)
+    assert enc_ctx * hop > reach and dec_ctx > dec_frames
+
+
+@pytest.mark.parametrize("block_frames", [7, 25, 64])
+def test_blocked_encode_equals_whole(codec, block_frames):
+    x = speech(3.03, seed=5)  # not a multiple of the hop
+    with torch.inference_mode():
+        whole, lat = codec.encode(torch.from_numpy(x)[None, None], 4)
+    rng = np.random.default_rng(block_frames)
+    cuts = np.sort(rng.integers(0, len(x), 6))
+    pieces = np.split(x, cuts)  # arbitrary input blocks, including empty ones
+    got = np.concatenate(list(blocks.encode_stream(codec, pieces, 4, block_frames)), axis=1)
+    assert got.shape == tuple(whole.shape[1:])
+    np.testing.assert_array_equal(got, whole[0].numpy())
+
+
+def test_blocked_decode_equals_whole_within_tolerance(codec):
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 64, size=(4, 157))
+    with torch.inference_mode():
+        whole = codec.decode(torch.from_numpy(codes)[None])[0, 0].numpy()
+    for block_frames in (5, 40, 200):
+        got = np.concatenate(list(blocks.decode_stream(codec, codes, block_frames)))
+        assert got.shape == whole.shape
+        assert np.abs(got - whole).max() < 1e-5
+
+
+def test_too_little_context_shows_seams(codec):
+    """The check above can fail: without context the block edges differ."""
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 64, size=(4, 100))
+    with torch.inference_mode():
+        whole = codec.decode(torch.from_numpy(codes)[None])[0, 0].numpy()
+    got = np.concatenate(list(blocks.decode_stream(codec, codes, 20, context=0)))
+    assert np.abs(got - whole).max() > 1e-3

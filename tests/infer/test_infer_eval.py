@@ -1,0 +1,73 @@
+"""telucodec-eval end to end on two generated files; the shared MR-STFT metric."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+from codec.metrics import stft_distance
+from infer import eval as ev
+from infer import opus
+from tests.infer._inferdata import SR, speech
+
+
+def test_stft_distance_zero_for_copy_and_grows_with_noise():
+    x = torch.from_numpy(speech(1.0))[None]
+    noise = torch.randn_like(x)
+    d0 = stft_distance(x, x)
+    d1 = stft_distance(x, x + 0.01 * noise)
+    d2 = stft_distance(x, x + 0.1 * noise)
+    assert d0.shape == (1,) and d0.item() < 1e-6
+    assert 0 < d1.item() < d2.item()
+
+
+def test_eval_cli_end_to_end(tmp_path, tiny_export, capsys):
+    src = tmp_path / "audio"
+    src.mkdir()
+    sf.write(src / "a.wav", speech(2.0, seed=1), SR)
+    y = soxr.resample(speech(1.5, seed=2, rms=0.01), SR, 48000)  # other rate, level, stereo
+    sf.write(src / "b.flac", np.stack([y, y], 1), 48000)
+    (src / "c.wav").write_bytes(b"not audio")  # skipped, with the reason recorded
+    kbps = "6,24" if opus.available() else ""
+    rc = ev.main(["--model", str(tiny_export), "--audio", str(src), "--out",
+                  str(tmp_path / "out"), "--n-q", "1,4", "--opus-kbps", kbps,
+                  "--no-progress"])  # fmt: skip
+    assert rc == 0
+    out = tmp_path / "out"
+    result = json.loads((out / "eval.json").read_text())
+    assert [s["reason"] for s in result["skipped"]] and "c.wav" in result["skipped"][0]["file"]
+    systems = {(e["system"], e["kbps"]) for e in result["summary"]}
+    expected = {("telucodec", 0.3), ("telucodec", 1.2)}
+    if kbps:
+        expected |= {("opus", 6.0), ("opus", 24.0)}
+    assert systems == expected
+    assert len(result["results"]) == 2 * len(expected)
+    for r in result["results"]:
+        for m in ("snr_db", "si_snr_db", "mel_distance", "stft_distance", "stoi", "rms_ratio"):
+            assert math.isfinite(r[m]), (r["system"], m)
+    if kbps:
+        opus24 = next(e for e in result["summary"] if e["system"] == "opus" and e["kbps"] == 24)
+        assert opus24["pesq_wb"] > 3.0 and opus24["stoi"] > 0.9  # a known codec scores well
+    md = (out / "eval.md").read_text()
+    assert "| telucodec (n_q=4) | 1.2 |" in md and md in capsys.readouterr().out
+    assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_rejects_bad_bitrate(tmp_path, tiny_export, capsys):
+    (tmp_path / "a.wav").write_bytes(b"")
+    rc = ev.main(["--model", str(tiny_export), "--audio", str(tmp_path), "--out",
+                  str(tmp_path / "o"), "--kbps", "6"])  # fmt: skip
+    assert rc == 2 and "outside this codec's range" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["nonexistent"])
+def test_eval_missing_folder(tmp_path, tiny_export, capsys, bad):
+    rc = ev.main(["--model", str(tiny_export), "--audio", str(tmp_path / bad), "--out",
+                  str(tmp_path / "o")])  # fmt: skip
+    assert rc == 2 and "not a folder" in capsys.readouterr().err
