@@ -38,6 +38,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from shards import audio, loudness
+from shards.audit import full_scale_runs
 from shards.chunking import CHUNK, SHORT_TAIL, SPLIT_GAP, cut
 from shards.inputs import Source, discover_inputs, header_duration
 from shards.manifest import SPLITS, Manifest, SplitInfo
@@ -159,6 +160,8 @@ class ChunkMeta:
     peak_guard: bool
     split: str
     speaker: str | None = None
+    # runs of >= 3 consecutive |x| >= 0.999 samples before gain (after resampling): clipping
+    source_clip_runs: int = 0
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -278,6 +281,7 @@ def process_recording(
                     peak_guard=lv.peak_guard,
                     split=piece.split,
                     speaker=speaker,
+                    source_clip_runs=full_scale_runs(piece.audio),
                 )
                 record = (
                     chunk_key(src.file_id, piece.index),

@@ -51,8 +51,16 @@ class RunConfig:
     # Re-initialise dead codebook entries every N optimizer steps (0 = never). Rank 0 draws
     # the replacements and broadcasts them (trainer.distributed.replace_dead_codes).
     dead_code_every: int = 100
+    # Price of one accelerator-hour (any currency; None = no cost lines). The run logs
+    # device-hours (processes x wall hours) and money spent, and projects both to max_steps.
+    gpu_hourly_cost: float | None = None
 
     def __post_init__(self) -> None:
+        _check(
+            self.gpu_hourly_cost is None or self.gpu_hourly_cost >= 0,
+            "run.gpu_hourly_cost",
+            f"must be >= 0 or null, got {self.gpu_hourly_cost}",
+        )
         _check(self.max_steps > 0, "run.max_steps", f"must be > 0, got {self.max_steps}")
         _check(self.log_every > 0, "run.log_every", f"must be > 0, got {self.log_every}")
         _check(
@@ -91,8 +99,16 @@ class DataConfig:
     crops_per_chunk: int = 4
     seed: int = 0
     log_keys: bool = False
+    # The level (LUFS) the model is trained for; None = whatever the manifest says. When
+    # set, training and preflight refuse a shard set normalised to another level.
+    loudness_target_lufs: float | None = None
 
     def __post_init__(self) -> None:
+        _check(
+            self.loudness_target_lufs is None or -70 < self.loudness_target_lufs < 0,
+            "data.loudness_target_lufs",
+            f"must be in (-70, 0) LUFS or null, got {self.loudness_target_lufs}",
+        )
         _check(self.batch_size > 0, "data.batch_size", f"must be > 0, got {self.batch_size}")
         _check(
             self.segment_samples > 0,
@@ -178,6 +194,108 @@ class WandbConfig:
 
 
 @dataclass
+class SnrFloor:
+    """Early stop: validation SNR (dB, at the operating bitrate) must reach ``snr_db`` by
+    optimizer step ``steps``; a validation at or after that step below it ends the run."""
+
+    steps: int = 0
+    snr_db: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 0, "guard.min_snr_db_after_steps.steps", "must be >= 0")
+
+
+@dataclass
+class GuardConfig:
+    """Alarms, the non-finite guard and the early-stop policy (trainer.alarms).
+
+    Alarms go to the console (WARNING), W&B (alert + run summary) and
+    ``<run_dir>/alarms.jsonl``; they never stop a run. Thresholds on validation and codebook
+    health apply from ``warmup_steps`` on (an untrained codec fails all of them).
+    """
+
+    enabled: bool = True
+    max_nonfinite_in_a_row: int = 10  # consecutive skipped steps that stop the run
+    warmup_steps: int = 2000
+    # amplitude: validation RMS ratio (output / input) at the operating bitrate
+    rms_ratio_low: float = 0.5  # -6 dB: the user's old runs collapsed to 0.2-0.47
+    rms_ratio_high: float = 2.0  # +6 dB
+    # SNR (dB at the operating bitrate) below this for `snr_patience` validations in a row
+    snr_alarm_db: float = 0.0
+    snr_patience: int = 3
+    # codebooks: any codebook whose alive share or perplexity / codebook_size is below these
+    min_codebook_usage: float = 0.1
+    min_codebook_perplexity_frac: float = 0.05
+    # discriminator overpowering the generator: at `disc_window` log steps in a row the
+    # discriminator loss (summed over sub-discriminators) is below disc_loss_low while the
+    # adversarial loss is above adv_loss_high
+    disc_loss_low: float = 0.1
+    adv_loss_high: float = 5.0
+    disc_window: int = 5
+    # batch level vs the manifest's loudness target: median RMS (dBFS) of the last
+    # `level_window_crops` non-silent crops, compared with target + level_offset_db
+    level_offset_db: float = -0.5
+    level_tolerance_db: float = 6.0
+    level_window_crops: int = 64
+    # early stop (null = never)
+    min_snr_db_after_steps: SnrFloor | None = None
+    # steps before the cost projection (skips start-up and first-step overheads)
+    cost_warmup_steps: int = 20
+
+    def __post_init__(self) -> None:
+        _check(self.max_nonfinite_in_a_row >= 1, "guard.max_nonfinite_in_a_row", "must be >= 1")
+        _check(self.warmup_steps >= 0, "guard.warmup_steps", "must be >= 0")
+        _check(
+            0 < self.rms_ratio_low < 1 < self.rms_ratio_high,
+            "guard.rms_ratio_low",
+            f"need 0 < rms_ratio_low < 1 < rms_ratio_high, got {self.rms_ratio_low}, "
+            f"{self.rms_ratio_high}",
+        )
+        _check(self.snr_patience >= 1, "guard.snr_patience", "must be >= 1")
+        _check(0 <= self.min_codebook_usage <= 1, "guard.min_codebook_usage", "must be in [0, 1]")
+        _check(
+            0 <= self.min_codebook_perplexity_frac <= 1,
+            "guard.min_codebook_perplexity_frac",
+            "must be in [0, 1]",
+        )
+        _check(self.disc_window >= 1, "guard.disc_window", "must be >= 1")
+        _check(self.level_tolerance_db > 0, "guard.level_tolerance_db", "must be > 0")
+        _check(self.level_window_crops >= 1, "guard.level_window_crops", "must be >= 1")
+        _check(self.cost_warmup_steps >= 1, "guard.cost_warmup_steps", "must be >= 1")
+
+
+@dataclass
+class PreflightConfig:
+    """``telucodec-preflight``: overfit one fixed batch from the real shards.
+
+    The recipe is the configured model (quantizer dropout off), precision, mel loss (its
+    scales and weight) and VQ losses, plus a waveform L1 term and no GAN, at ``optim.lr_g x lr_multiplier``: one batch
+    without adversarial terms tolerates a higher rate, and scaling the configured rate (not
+    replacing it) keeps a wrong learning rate visible. Passes when the batch's SNR reaches
+    ``min_snr_db`` and its RMS ratio is within ``rms_tolerance`` of 1.
+    """
+
+    steps: int = 400
+    lr_multiplier: float = 10.0
+    # Waveform L1 of speech at -26 LUFS is ~0.02 while 15 x mel is ~15-30: at 1000 the
+    # waveform term weighs as much as the mel term, which is what makes the SNR (a waveform
+    # measure) climb within a few hundred steps (debug preset: 7-11 dB after 400 steps on
+    # real Telugu crops; at 50 it stays below 0 dB).
+    waveform_l1_weight: float = 1000.0
+    min_snr_db: float = 3.0
+    rms_tolerance: float = 0.25  # pass band [0.75, 1.25]
+    batch_items: int = 4
+    input_gain_db: float = 0.0  # testing aid: gain the batch (e.g. 20 -> beyond the tanh)
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, "preflight.steps", "must be >= 1")
+        _check(self.lr_multiplier > 0, "preflight.lr_multiplier", "must be > 0")
+        _check(self.waveform_l1_weight >= 0, "preflight.waveform_l1_weight", "must be >= 0")
+        _check(0 < self.rms_tolerance < 1, "preflight.rms_tolerance", "must be in (0, 1)")
+        _check(self.batch_items >= 1, "preflight.batch_items", "must be >= 1")
+
+
+@dataclass
 class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -188,6 +306,8 @@ class ExperimentConfig:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    preflight: PreflightConfig = field(default_factory=PreflightConfig)
 
     def __post_init__(self) -> None:
         hop = self.codec.hop_length

@@ -30,7 +30,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -42,6 +42,7 @@ from codec.losses import discriminator_loss
 from shards.manifest import load_manifest
 from shards.reader import iter_validation, make_train_loader
 from trainer import export
+from trainer.alarms import AlarmLog, CostMeter, Guard
 from trainer.checkpoint import CheckpointManager, TrainState, find_latest
 from trainer.config import ConfigError, ExperimentConfig, load_config, save_config
 from trainer.engine import build_accelerator, build_engine, resolve_precision
@@ -60,6 +61,11 @@ class TrainResult:
     checkpoint: Path | None
     export_dir: Path | None
     stop_reason: str
+    alarms: list[dict] = field(default_factory=list)  # rows of alarms.jsonl raised this run
+
+
+class NonFiniteStop(RuntimeError):
+    """Too many optimizer steps in a row had non-finite gradients (guard config)."""
 
 
 def _setup_logging(accelerator: Accelerator) -> None:
@@ -93,6 +99,12 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
         raise ConfigError(
             f"config field `codec.sample_rate`: {cfg.codec.sample_rate} Hz but the shards in "
             f"{cfg.data.shards} are {manifest.sample_rate} Hz"
+        )
+    want_lufs = cfg.data.loudness_target_lufs
+    if want_lufs is not None and abs(want_lufs - manifest.loudness_target_lufs) > 0.5:
+        raise ConfigError(
+            f"config field `data.loudness_target_lufs`: {want_lufs} LUFS but the shards in "
+            f"{cfg.data.shards} were normalised to {manifest.loudness_target_lufs} LUFS"
         )
     sr = cfg.codec.sample_rate
 
@@ -138,6 +150,10 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
     config_yaml = _config_text(cfg)
     tracker = Tracker(acc, cfg.wandb)
     state.wandb_run_id = tracker.start(cfg.run.name, run_dir, cfg.to_dict(), state.wandb_run_id)
+    main_proc = acc.is_main_process
+    alarms = AlarmLog(run_dir / "alarms.jsonl" if main_proc else None, tracker, emit=main_proc)
+    guard = Guard(cfg.guard, alarms, manifest.loudness_target_lufs, cfg.codec.codebook_size)
+    cost = CostMeter.for_run(cfg, acc.num_processes, acc.device.type == "cuda")
 
     b = cfg.data
     global_batch = b.batch_size * o.grad_accum * acc.num_processes
@@ -208,6 +224,8 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
         for micro in range(o.grad_accum):
             last = micro == o.grad_accum - 1
             batch = next(batches)
+            if main_proc and cfg.guard.enabled:
+                guard.check_batch_level(state.step + 1, batch["audio"])  # CPU copy: no sync
             x = batch["audio"].to(acc.device, non_blocking=True)
             state.data_batches += 1
             if keys_log is not None:
@@ -224,19 +242,27 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
                     loss_d = discriminator_loss(d_real, d_fake)
                     eng.backward_disc(loss_d / o.grad_accum)
                 if last:
-                    gnorm_d = eng.step_disc()
+                    gnorm_d, ok_d = eng.step_disc()
                 # -- generator: gradients into the generator only
                 with eng.generator_pass():
                     with eng.autocast():
                         d_real, d_fake = _split_halves(eng.disc(torch.cat([x, y])))
                     loss_g, terms = loss_fn(x, y, out, d_real, d_fake)
                     eng.backward_gen(loss_g / o.grad_accum, last)
-        gnorm_g = eng.step_gen()  # clip, step, zero, and both LR schedules
+        gnorm_g, ok_g = eng.step_gen()  # clip, step (skipped if non-finite), zero, schedules
         state.step += 1
         state.samples_seen += global_batch
         steps_window += 1
+        # same verdict on every rank: the norms were taken after the gradient all-reduce
+        halt = guard.record_step(state.step, ok_g, ok_d)
+        if halt is not None:  # no checkpoint: the last good one stays the latest
+            tracker.summary({"stop_reason": halt, "steps": state.step})
+            tracker.finish()
+            raise NonFiniteStop(halt)
+        applied = ok_g and ok_d
 
-        if cfg.run.dead_code_every and state.step % cfg.run.dead_code_every == 0:
+        # the quantizer's recent residuals come from this step's forward: not after a bad one
+        if applied and cfg.run.dead_code_every and state.step % cfg.run.dead_code_every == 0:
             replaced = eng.replace_dead_codes(cfg.run.seed + state.step)
             if replaced.sum() > 0:
                 log.info(
@@ -279,7 +305,14 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
                 logs[f"codebook/perplexity_{i}"] = stats["perplexity"][i].item()
             if acc.device.type == "cuda":
                 logs["perf/gpu_mem_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            cost_logs, projection = cost.update(state.step)
+            logs.update(cost_logs)
+            logs["guard/nonfinite_steps"] = guard.nonfinite_total
+            if main_proc and cfg.guard.enabled:
+                guard.on_log_step(state.step, stats, last_losses)
             tracker.log(logs, step=state.step)
+            if projection is not None and main_proc:
+                log.info("%s", projection)
             log.info(
                 "step %d | mel %.3f adv %.3f fm %.3f disc %.3f | gnorm g %.1f d %.1f | "
                 "%.2f s/step, %.1f audio-s/s | codebook usage %.2f",
@@ -311,13 +344,20 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
 
         is_best = False
         if state.step % cfg.validation.every_steps == 0 or done:
+            early = None  # the early-stop verdict, taken on rank 0
             if acc.is_main_process:
                 val_result = _run_validation(cfg, acc, eng, n_q_val, kbps_of, tracker, state.step)
-                mel = val_result.at(default_n_q).mel_distance
-                if mel < state.best_val_mel:
-                    state.best_val_mel, state.best_step, is_best = mel, state.step, True
+                at = val_result.at(default_n_q)
+                if at.mel_distance < state.best_val_mel:
+                    state.best_val_mel, state.best_step, is_best = at.mel_distance, state.step, True
+                early = guard.on_validation(state.step, at)
             acc.wait_for_everyone()
-        if state.step % cfg.checkpoint.every_steps == 0 or done:
+            early = guard.agree_early_stop(acc, state.step, early)
+            if early is not None:
+                stop_reason, done = early, True
+        # a skipped step leaves the weights as they were, but buffers (codebook usage) saw
+        # the bad batch: it does not become the latest checkpoint unless the run ends here
+        if (applied or done) and (state.step % cfg.checkpoint.every_steps == 0 or done):
             saved = ckpt.save(state, config_yaml, is_best=is_best)
             if acc.is_main_process:
                 log.info("checkpoint %s", saved)
@@ -331,13 +371,15 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
         export_dir = export.export_generator(
             eng.codec, cfg, manifest, run_dir / "export", step=state.step
         )
-        tracker.summary({"stop_reason": stop_reason, "steps": state.step})
+        tracker.summary({"stop_reason": stop_reason, "steps": state.step, **guard.summary()})
         log.info(
             "stopped: %s at step %d; generator exported to %s", stop_reason, state.step, export_dir
         )
     acc.wait_for_everyone()
     tracker.finish()
-    return TrainResult(run_dir, state.step, last_losses, val_result, saved, export_dir, stop_reason)
+    res = TrainResult(run_dir, state.step, last_losses, val_result, saved, export_dir, stop_reason)
+    res.alarms = alarms.raised
+    return res
 
 
 def _run_validation(cfg, acc, eng, n_q_val, kbps_of, tracker, step):
@@ -409,6 +451,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "run (fresh start if none); or a checkpoint folder",
     )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument(
+        "--preflight",
+        action="store_true",
+        help="run telucodec-preflight (overfit one real batch, data vs config checks) first "
+        "and abort if it fails",
+    )
     return p
 
 
@@ -423,6 +471,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(_config_text(cfg))
         return 0
+    if args.preflight:
+        from trainer.preflight import run_preflight
+
+        res = run_preflight(cfg)
+        print(res.report(), file=sys.stderr if not res.ok else sys.stdout)
+        if not res.ok:
+            print("telucodec-train: preflight failed; not starting the run", file=sys.stderr)
+            return 1
     try:
         train(cfg, resume=args.resume)
     except (ConfigError, FileNotFoundError, RuntimeError) as e:
