@@ -475,8 +475,13 @@ def config_from_dict(data: dict) -> ExperimentConfig:
     return _build(ExperimentConfig, data)
 
 
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML that :func:`load_config` reads back unchanged."""
+    return yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False)
+
+
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False))
+    Path(path).write_text(config_to_yaml(cfg))
 
 
 def _plain(obj: Any) -> Any:

@@ -44,7 +44,13 @@ from shards.reader import iter_validation, make_train_loader
 from trainer import export
 from trainer.alarms import AlarmLog, CostMeter, Guard
 from trainer.checkpoint import CheckpointManager, TrainState, find_latest
-from trainer.config import ConfigError, ExperimentConfig, load_config, save_config
+from trainer.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_to_yaml,
+    load_config,
+    save_config,
+)
 from trainer.engine import build_accelerator, build_engine, resolve_precision
 from trainer.tracking import Tracker
 from trainer.validation import mel_image, quantizer_schedule, validate
@@ -147,7 +153,7 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
         # Different quantizer-dropout draws per rank; weights are already identical.
         set_seed(cfg.run.seed + acc.process_index)
 
-    config_yaml = _config_text(cfg)
+    config_yaml = config_to_yaml(cfg)
     tracker = Tracker(acc, cfg.wandb)
     state.wandb_run_id = tracker.start(cfg.run.name, run_dir, cfg.to_dict(), state.wandb_run_id)
     main_proc = acc.is_main_process
@@ -423,18 +429,6 @@ def _run_validation(cfg, acc, eng, n_q_val, kbps_of, tracker, step):
     return res
 
 
-def _config_text(cfg: ExperimentConfig) -> str:
-    import io
-
-    import yaml
-
-    from trainer.config import _plain
-
-    buf = io.StringIO()
-    yaml.safe_dump(_plain(cfg.to_dict()), buf, sort_keys=False)
-    return buf.getvalue()
-
-
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="telucodec-train",
@@ -469,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"telucodec-train: {e}", file=sys.stderr)
         return 2
     if args.print_config:
-        print(_config_text(cfg))
+        print(config_to_yaml(cfg))
         return 0
     if args.preflight:
         from trainer.preflight import run_preflight

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.trainer._runs import logged_steps
 from trainer.export import load_exported
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,11 +58,6 @@ def _common(shards: Path, steps: int) -> list[str]:
     ]
 
 
-def _metrics(run_dir: Path) -> dict[int, dict]:
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r for r in rows if "loss/mel" in r}
-
-
 def _keys(run_dir: Path, rank: int) -> list[dict]:
     path = run_dir / f"data_keys_rank{rank}.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()]
@@ -69,7 +65,7 @@ def _keys(run_dir: Path, rank: int) -> list[dict]:
 
 def _check_two_process_run(run_dir: Path, proc: subprocess.CompletedProcess, steps: int) -> None:
     """What every two-process run must show (DDP or DeepSpeed)."""
-    m = _metrics(run_dir)
+    m = logged_steps(run_dir)
     assert sorted(m) == list(range(1, steps + 1))
     for row in m.values():
         assert all(math.isfinite(row[k]) for k in LOSSES), row
@@ -134,7 +130,7 @@ def test_deepspeed_zero2_two_processes_resume_export(tiny_shards, tmp_path, ddp_
     resumed = _launch("cpu_2proc_deepspeed.yaml", tmp_path, *_common(tiny_shards, 6), "--resume")
     assert "resumed from" in resumed.stdout + resumed.stderr
     assert "at step 4" in resumed.stdout + resumed.stderr
-    m, ref = _metrics(run_dir), _metrics(ddp_dir)
+    m, ref = logged_steps(run_dir), logged_steps(ddp_dir)
     assert sorted(m) == [1, 2, 3, 4, 5, 6]  # continued at step 5, not from 1
     for step in range(1, 7):
         for key in LOSSES:
@@ -175,7 +171,7 @@ def test_one_vs_two_processes_agree(tiny_shards, tmp_path, ddp_run):
     world size, and rank 0 of two processes reads a subset of what one process reads."""
     ddp_dir, _ = ddp_run
     _launch(None, tmp_path, *_common(tiny_shards, 6))
-    one, two = _metrics(tmp_path / "debug"), _metrics(ddp_dir)
+    one, two = logged_steps(tmp_path / "debug"), logged_steps(ddp_dir)
     assert sorted(one) == sorted(two) == list(range(1, 7))
     for step in one:
         assert one[step]["progress/world_size"] == 1 and two[step]["progress/world_size"] == 2

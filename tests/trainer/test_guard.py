@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from shards.reader import make_train_loader
+from tests.trainer._runs import debug_config
 from trainer.alarms import AlarmLog, CostMeter, Guard, batch_levels_dbfs, project_cost
 from trainer.checkpoint import find_latest
-from trainer.config import GuardConfig, SnrFloor, load_config
+from trainer.config import GuardConfig, SnrFloor
 from trainer.export import load_exported
 from trainer.train import NonFiniteStop, train
 
@@ -162,18 +163,8 @@ def test_cost_projection_arithmetic():
 
 
 def _cfg(shards: Path, out: Path, *extra: str):
-    return load_config(
-        "configs/debug.yaml",
-        [
-            f"data.shards={shards}",
-            f"run.output_dir={out}",
-            "run.log_every=1",
-            "validation.every_steps=2",
-            "checkpoint.every_steps=2",
-            "run.dead_code_every=1",
-            *extra,
-        ],
-    )
+    # dead-code replacement every step: a skipped step must also skip the replacement
+    return debug_config(shards, out, "run.dead_code_every=1", *extra)
 
 
 def _poison_loader(monkeypatch, bad_batches: set[int]):

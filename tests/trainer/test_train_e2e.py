@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
+from tests.trainer._runs import debug_config, logged_steps
 from trainer.checkpoint import find_latest, read_checkpoint_info
-from trainer.config import load_config
 from trainer.export import load_exported
 from trainer.train import main, train
 
 
-def _cfg(shards: Path, out: Path, *extra: str):
-    return load_config(
-        "configs/debug.yaml",
-        [
-            f"data.shards={shards}",
-            f"run.output_dir={out}",
-            "run.log_every=1",
-            "validation.every_steps=2",
-            "checkpoint.every_steps=2",
-            *extra,
-        ],
-    )
-
-
-def _losses(run_dir: Path) -> dict[int, dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r for r in rows if "loss/mel" in r}
-
-
 def test_train_validate_checkpoint_export(tiny_shards, tmp_path):
-    cfg = _cfg(tiny_shards, tmp_path, "run.max_steps=4")
+    cfg = debug_config(tiny_shards, tmp_path, "run.max_steps=4")
     res = train(cfg)
     assert res.steps == 4 and res.stop_reason == "max_steps"
     assert all(math.isfinite(v) for v in res.last_losses.values())
@@ -69,14 +48,14 @@ def test_resume_matches_uninterrupted(tiny_shards, tmp_path):
     """Run 4 steps straight; run 2 steps, stop, resume to 4. Steps 3 and 4 must give the
     same losses (same weights, optimizer moments, RNG, data position). On CPU the runs are
     bitwise deterministic; we allow 1e-5 relative for library differences."""
-    full = _cfg(tiny_shards, tmp_path / "a", "run.max_steps=4")
+    full = debug_config(tiny_shards, tmp_path / "a", "run.max_steps=4")
     train(full)
-    part = _cfg(tiny_shards, tmp_path / "b", "run.max_steps=2")
+    part = debug_config(tiny_shards, tmp_path / "b", "run.max_steps=2")
     train(part)
-    resumed = _cfg(tiny_shards, tmp_path / "b", "run.max_steps=4")
+    resumed = debug_config(tiny_shards, tmp_path / "b", "run.max_steps=4")
     res = train(resumed, resume="auto")
     assert res.steps == 4
-    a, b = _losses(full.run.run_dir), _losses(resumed.run.run_dir)
+    a, b = logged_steps(full.run.run_dir), logged_steps(resumed.run.run_dir)
     for step in (3, 4):
         for key in ("loss/mel", "loss/disc", "loss/adversarial", "loss/codebook", "loss/gen_total"):
             assert b[step][key] == pytest.approx(a[step][key], rel=1e-5), (step, key)
@@ -110,7 +89,9 @@ def test_cli_aliases_and_bad_config(tiny_shards, tmp_path, capsys):
 
 
 def test_sample_rate_mismatch_named(tiny_shards, tmp_path):
-    cfg = _cfg(tiny_shards, tmp_path, "codec.sample_rate=24000", "data.segment_samples=3200")
+    cfg = debug_config(
+        tiny_shards, tmp_path, "codec.sample_rate=24000", "data.segment_samples=3200"
+    )
     with pytest.raises(ValueError, match="codec.sample_rate"):
         train(cfg)
 
@@ -130,7 +111,7 @@ def test_bf16_autocast_and_grad_accumulation_on_cpu(tiny_shards, tmp_path, fresh
     """The mixed-precision path (bf16 autocast; CPU supports it) with 2 micro-batches per
     step: losses stay finite and fp32 (the spectral islands), samples are counted per
     optimizer step, and the data stream advanced two batches per step."""
-    cfg = _cfg(
+    cfg = debug_config(
         tiny_shards,
         tmp_path,
         "run.max_steps=2",
@@ -141,7 +122,7 @@ def test_bf16_autocast_and_grad_accumulation_on_cpu(tiny_shards, tmp_path, fresh
     res = train(cfg)
     assert res.steps == 2
     assert all(math.isfinite(v) for v in res.last_losses.values())
-    rows = _losses(cfg.run.run_dir)
+    rows = logged_steps(cfg.run.run_dir)
     assert rows[2]["progress/samples_seen"] == 2 * cfg.data.batch_size * 2
     state = torch.load(res.checkpoint / "custom_checkpoint_0.pkl", weights_only=False)
     assert state["data_batches"] == 4
