@@ -1,20 +1,13 @@
 """The training loop: ``accelerate launch -m trainer.train --config configs/<preset>.yaml``.
 
-One top-to-bottom loop (nanoGPT style). Per optimizer step and per micro-batch:
+One top-to-bottom loop (nanoGPT style): fetch micro-batches, run one GAN optimizer step
+(:func:`trainer.step.gan_step`: generator forward, discriminator step on real and generated
+audio in one batched call, generator step; DAC's order), then guard, log, validate and
+checkpoint at their intervals. How backward and the optimizer steps run (Accelerate DDP, or
+the generator in a DeepSpeed ZeRO engine with the discriminator beside it) lives in
+:mod:`trainer.engine`.
 
-1. generator forward (autocast in the configured precision; every STFT/mel inside the
-   codec's losses and discriminator runs in fp32 regardless);
-2. discriminator step on real and generated audio, evaluated in one batched call;
-3. generator step: mel + adversarial + feature matching + codebook + commitment losses,
-   back-propagated into the generator's parameters only, with the discriminator's DDP
-   gradient sync switched off for that pass, so the generator's loss never leaves junk
-   gradients or an all-reduce in the discriminator.
-
-How backward and the optimizer steps run (Accelerate DDP, or the generator in a DeepSpeed
-ZeRO engine with the discriminator beside it) lives in :mod:`trainer.engine`.
-
-This is DAC's order (discriminator updated before the generator's adversarial loss is
-taken). With gradient accumulation the discriminator steps after the last micro-batch's
+With gradient accumulation the discriminator steps after the last micro-batch's
 discriminator loss, so earlier micro-batches' generator terms see the discriminator of the
 previous step.
 
@@ -38,7 +31,6 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from codec.build import build_codec, build_discriminator, build_generator_loss
-from codec.losses import discriminator_loss
 from shards.manifest import load_manifest
 from shards.reader import iter_validation, make_train_loader
 from trainer import export
@@ -52,6 +44,7 @@ from trainer.config import (
     save_config,
 )
 from trainer.engine import build_accelerator, build_engine, resolve_precision
+from trainer.step import gan_step
 from trainer.tracking import Tracker
 from trainer.validation import mel_image, quantizer_schedule, validate
 
@@ -84,13 +77,6 @@ def _setup_logging(accelerator: Accelerator) -> None:
     )
     # Accelerate reports every file it saves at INFO; our own line per checkpoint suffices.
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-
-
-def _split_halves(d_out):
-    """Discriminator output on cat([real, fake]) -> (outputs on real, outputs on fake)."""
-    real = [[f.chunk(2, dim=0)[0] for f in maps] for maps in d_out]
-    fake = [[f.chunk(2, dim=0)[1] for f in maps] for maps in d_out]
-    return real, fake
 
 
 def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
@@ -224,48 +210,32 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
     t_start = time.time()
     t_window, steps_window = time.time(), 0
 
-    while state.step < cfg.run.max_steps:
-        eng.gen.train()
-        eng.disc.train()
-        for micro in range(o.grad_accum):
-            last = micro == o.grad_accum - 1
+    def micro_batches():
+        """The step's micro-batches, fetched lazily (one in flight at a time)."""
+        while True:
             batch = next(batches)
             if main_proc and cfg.guard.enabled:
                 guard.check_batch_level(state.step + 1, batch["audio"])  # CPU copy: no sync
-            x = batch["audio"].to(acc.device, non_blocking=True)
             state.data_batches += 1
             if keys_log is not None:
                 row = {k: batch[k] for k in ("keys", "offsets", "epochs")}
                 keys_log.write(json.dumps({"step": state.step + 1, **row}) + "\n")
-            with eng.gen_accumulating(last):
-                with eng.autocast():
-                    out = eng.gen(x)
-                y = out.audio
-                # -- discriminator: real and generated in one batched call
-                with eng.disc_accumulating(last):
-                    with eng.autocast():
-                        d_real, d_fake = _split_halves(eng.disc(torch.cat([x, y.detach()])))
-                    loss_d = discriminator_loss(d_real, d_fake)
-                    eng.backward_disc(loss_d / o.grad_accum)
-                if last:
-                    gnorm_d, ok_d = eng.step_disc()
-                # -- generator: gradients into the generator only
-                with eng.generator_pass():
-                    with eng.autocast():
-                        d_real, d_fake = _split_halves(eng.disc(torch.cat([x, y])))
-                    loss_g, terms = loss_fn(x, y, out, d_real, d_fake)
-                    eng.backward_gen(loss_g / o.grad_accum, last)
-        gnorm_g, ok_g = eng.step_gen()  # clip, step (skipped if non-finite), zero, schedules
+            yield batch["audio"].to(acc.device, non_blocking=True)
+
+    while state.step < cfg.run.max_steps:
+        eng.gen.train()
+        eng.disc.train()
+        res = gan_step(eng, loss_fn, micro_batches(), o.grad_accum)
         state.step += 1
         state.samples_seen += global_batch
         steps_window += 1
         # same verdict on every rank: the norms were taken after the gradient all-reduce
-        halt = guard.record_step(state.step, ok_g, ok_d)
+        halt = guard.record_step(state.step, res.ok_g, res.ok_d)
         if halt is not None:  # no checkpoint: the last good one stays the latest
             tracker.summary({"stop_reason": halt, "steps": state.step})
             tracker.finish()
             raise NonFiniteStop(halt)
-        applied = ok_g and ok_d
+        applied = res.applied
 
         # the quantizer's recent residuals come from this step's forward: not after a bad one
         if applied and cfg.run.dead_code_every and state.step % cfg.run.dead_code_every == 0:
@@ -278,9 +248,10 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
                 )
 
         if state.step % cfg.run.log_every == 0 or state.step == cfg.run.max_steps:
-            names = sorted(terms)
+            names = sorted(res.terms)
             vec = torch.stack(
-                [terms[k] for k in names] + [loss_d.detach().float(), loss_g.detach().float()]
+                [res.terms[k].detach().float() for k in names]
+                + [res.loss_d.float(), res.loss_g.float()]
             )
             vec = acc.reduce(vec, reduction="mean")  # every rank joins; values averaged over ranks
             last_losses = dict(zip([*names, "disc", "gen_total"], vec.tolist(), strict=True))
@@ -291,8 +262,8 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
             logs = {f"loss/{k}": v for k, v in last_losses.items()}
             logs.update(
                 {
-                    "grad_norm/generator": float(gnorm_g),
-                    "grad_norm/discriminator": float(gnorm_d),
+                    "grad_norm/generator": float(res.gnorm_g),
+                    "grad_norm/discriminator": float(res.gnorm_d),
                     "lr/generator": lr_g,
                     "lr/discriminator": lr_d,
                     "progress/global_batch": global_batch,
@@ -327,8 +298,8 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
                 last_losses.get("adversarial", math.nan),
                 last_losses.get("feature_matching", math.nan),
                 last_losses["disc"],
-                float(gnorm_g),
-                float(gnorm_d),
+                float(res.gnorm_g),
+                float(res.gnorm_d),
                 dt,
                 seconds_per_step / dt,
                 logs["codebook/usage_mean"],

@@ -1,0 +1,85 @@
+"""One GAN optimizer step: the code the training loop runs and the performance harness
+times (``benchmarks/bench_step.py``), so a benchmarked step is exactly a trained step.
+
+Per micro-batch:
+
+1. generator forward (autocast in the configured precision; every STFT/mel inside the
+   codec's losses and discriminator runs in fp32 regardless);
+2. discriminator loss on real and generated audio, evaluated in one batched call (one
+   launch per layer instead of two; the halves are split afterwards), back-propagated;
+   after the last micro-batch the discriminator steps;
+3. generator loss: mel + adversarial + feature matching + codebook + commitment, with the
+   discriminator (just updated) evaluated on real and generated audio in one call,
+   back-propagated into the generator's parameters only.
+
+Then the generator steps (clip, skip if non-finite, zero, both LR schedules). This is DAC's
+order. No ``.item()`` or other host sync here beyond the non-finite guard's two reads of a
+0-d tensor (see :mod:`trainer.engine`); losses come back as device tensors and are only
+read at log steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from codec.losses import discriminator_loss
+from trainer.engine import GanEngine
+
+
+@dataclass
+class StepResult:
+    loss_d: torch.Tensor  # 0-d, last micro-batch, detached
+    loss_g: torch.Tensor  # 0-d, last micro-batch, detached
+    terms: dict[str, torch.Tensor]  # the generator loss's named terms, last micro-batch
+    gnorm_g: torch.Tensor | float
+    gnorm_d: torch.Tensor
+    ok_g: bool  # the generator's update was applied (finite gradients)
+    ok_d: bool
+
+    @property
+    def applied(self) -> bool:
+        return self.ok_g and self.ok_d
+
+
+def split_halves(d_out):
+    """Discriminator output on cat([real, fake]) -> (outputs on real, outputs on fake)."""
+    real = [[f.chunk(2, dim=0)[0] for f in maps] for maps in d_out]
+    fake = [[f.chunk(2, dim=0)[1] for f in maps] for maps in d_out]
+    return real, fake
+
+
+def gan_step(
+    eng: GanEngine, loss_fn: nn.Module, micro_batches: Iterable[torch.Tensor], grad_accum: int
+) -> StepResult:
+    """Run one optimizer step over ``grad_accum`` micro-batches.
+
+    ``micro_batches`` yields waveforms ``(B, 1, T)`` on the device, lazily (the training
+    loop fetches each from its loader only when it is needed).
+    """
+    it = iter(micro_batches)
+    gnorm_d, ok_d = None, True
+    for micro in range(grad_accum):
+        last = micro == grad_accum - 1
+        x = next(it)
+        with eng.gen_accumulating(last):
+            with eng.autocast():
+                out = eng.gen(x)
+            y = out.audio
+            with eng.disc_accumulating(last):
+                with eng.autocast():
+                    d_real, d_fake = split_halves(eng.disc(torch.cat([x, y.detach()])))
+                loss_d = discriminator_loss(d_real, d_fake)
+                eng.backward_disc(loss_d / grad_accum)
+            if last:
+                gnorm_d, ok_d = eng.step_disc()
+            with eng.generator_pass():
+                with eng.autocast():
+                    d_real, d_fake = split_halves(eng.disc(torch.cat([x, y])))
+                loss_g, terms = loss_fn(x, y, out, d_real, d_fake)
+                eng.backward_gen(loss_g / grad_accum, last)
+    gnorm_g, ok_g = eng.step_gen()
+    return StepResult(loss_d.detach(), loss_g.detach(), terms, gnorm_g, gnorm_d, ok_g, ok_d)
