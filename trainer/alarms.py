@@ -307,29 +307,38 @@ def project_cost(
     hourly_cost: float | None,
     rate_since_step: int | None = None,
     rate_since_s: float | None = None,
+    prior_wall_s: float = 0.0,
+    prior_device_s: float = 0.0,
 ) -> CostReport:
     """Spend so far and, when a steady-state rate is known, the projection to ``max_steps``.
 
-    The rate is ``(elapsed_s - rate_since_s) / (step - rate_since_step)`` seconds per step
-    (measured after the warm-up, so start-up time does not inflate it; it includes
-    validation and checkpoint time). Projected wall hours = elapsed + rate x remaining steps.
+    ``elapsed_s`` is this session's wall time on ``processes`` devices; ``prior_wall_s`` and
+    ``prior_device_s`` are what earlier sessions of the same run (before a resume) used, so
+    the totals are the run's, not the session's. The rate is ``(elapsed_s - rate_since_s) /
+    (step - rate_since_step)`` seconds per step (measured after the warm-up, so start-up time
+    does not inflate it; it includes validation and checkpoint time). Projected wall hours =
+    everything so far + rate x remaining steps, on this session's device count.
     """
-    device_hours = processes * elapsed_s / 3600
+    device_s = prior_device_s + processes * elapsed_s
+    device_hours = device_s / 3600
     cost = None if hourly_cost is None else device_hours * hourly_cost
     rep = CostReport(device_hours=device_hours, cost=cost)
     if rate_since_step is not None and rate_since_s is not None and step > rate_since_step:
         per_step = (elapsed_s - rate_since_s) / (step - rate_since_step)
-        total_s = elapsed_s + per_step * max(0, max_steps - step)
-        rep.projected_total_hours = total_s / 3600
-        rep.projected_total_device_hours = processes * total_s / 3600
+        rest_s = per_step * max(0, max_steps - step)
+        rep.projected_total_hours = (prior_wall_s + elapsed_s + rest_s) / 3600
+        rep.projected_total_device_hours = (device_s + processes * rest_s) / 3600
         if hourly_cost is not None:
             rep.projected_total_cost = rep.projected_total_device_hours * hourly_cost
     return rep
 
 
 class CostMeter:
-    """Device time and money of this session (a resumed run starts counting again);
-    ``on_gpu`` only changes the label: on CPU the same arithmetic gives device-hours."""
+    """Device time and money of the run across resumes: the totals of earlier sessions come
+    from the checkpoint's :class:`trainer.checkpoint.TrainState` (:meth:`resume_from`) and go
+    back into it before each save (:meth:`store`). Time a crashed session spent after its
+    last checkpoint is not in that checkpoint, so it is not counted. ``on_gpu`` only changes
+    the label: on CPU the same arithmetic gives device-hours."""
 
     def __init__(
         self,
@@ -346,6 +355,17 @@ class CostMeter:
         self.start_step: int | None = None
         self._mark: tuple[int, float] | None = None
         self.projected = False
+        self.prior_wall_s = self.prior_device_s = 0.0
+
+    def resume_from(self, state) -> None:
+        """Continue the totals a resumed checkpoint's TrainState carries."""
+        self.prior_wall_s, self.prior_device_s = state.wall_seconds, state.device_seconds
+
+    def store(self, state, now: float | None = None) -> None:
+        """Write the run's totals so far into ``state`` (called right before a save)."""
+        elapsed = (time.time() if now is None else now) - self.t0
+        state.wall_seconds = self.prior_wall_s + elapsed
+        state.device_seconds = self.prior_device_s + self.processes * elapsed
 
     @classmethod
     def for_run(cls, cfg, processes: int, on_gpu: bool) -> CostMeter:
@@ -376,6 +396,8 @@ class CostMeter:
             hourly_cost=self.hourly_cost,
             rate_since_step=since[0],
             rate_since_s=since[1],
+            prior_wall_s=self.prior_wall_s,
+            prior_device_s=self.prior_device_s,
         )
         logs = {"cost/device_hours": rep.device_hours}
         if rep.cost is not None:

@@ -34,7 +34,8 @@ class TrainState:
 
     step: optimizer steps done. samples_seen: audio crops consumed by all ranks together.
     data_batches: micro-batches each rank has drawn from its data stream (the stream's
-    resume position).
+    resume position). wall_seconds / device_seconds: the run's time so far over all its
+    sessions, up to this save (device_seconds counts every process), for the cost meter.
     """
 
     step: int = 0
@@ -44,6 +45,8 @@ class TrainState:
     best_step: int = -1
     wandb_run_id: str | None = None
     world_size: int = 1
+    wall_seconds: float = 0.0
+    device_seconds: float = 0.0
 
     # Accelerate's register_for_checkpointing protocol
     def state_dict(self) -> dict:
@@ -107,7 +110,12 @@ class CheckpointManager:
         acc.wait_for_everyone()
         if acc.is_main_process:
             (partial / "config.yaml").write_text(config_yaml)
-            info = {"step": state.step, "samples_seen": state.samples_seen}
+            info = {
+                "step": state.step,
+                "samples_seen": state.samples_seen,
+                "wall_seconds": round(state.wall_seconds, 3),
+                "device_seconds": round(state.device_seconds, 3),
+            }
             (partial / COMPLETE).write_text(json.dumps(info))
             if final.exists():  # re-saving the same step (e.g. final save after a periodic one)
                 shutil.rmtree(final)

@@ -146,6 +146,7 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
     alarms = AlarmLog(run_dir / "alarms.jsonl" if main_proc else None, tracker, emit=main_proc)
     guard = Guard(cfg.guard, alarms, manifest.loudness_target_lufs, cfg.codec.codebook_size)
     cost = CostMeter.for_run(cfg, acc.num_processes, acc.device.type == "cuda")
+    cost.resume_from(state)  # zeros on a fresh run
 
     b = cfg.data
     global_batch = b.batch_size * o.grad_accum * acc.num_processes
@@ -335,6 +336,7 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
         # a skipped step leaves the weights as they were, but buffers (codebook usage) saw
         # the bad batch: it does not become the latest checkpoint unless the run ends here
         if (applied or done) and (state.step % cfg.checkpoint.every_steps == 0 or done):
+            cost.store(state)
             saved = ckpt.save(state, config_yaml, is_best=is_best)
             if acc.is_main_process:
                 log.info("checkpoint %s", saved)

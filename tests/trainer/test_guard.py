@@ -13,7 +13,7 @@ import torch
 from shards.reader import make_train_loader
 from tests.trainer._runs import debug_config
 from trainer.alarms import AlarmLog, CostMeter, Guard, batch_levels_dbfs, project_cost
-from trainer.checkpoint import find_latest
+from trainer.checkpoint import TrainState, find_latest
 from trainer.config import GuardConfig, SnrFloor
 from trainer.export import load_exported
 from trainer.train import NonFiniteStop, train
@@ -157,6 +157,36 @@ def test_cost_projection_arithmetic():
     assert logs["cost/projected_total_cost"] == pytest.approx(4 * 190 / 3600 * 3.0)
     assert "projection to step 10" in line and "GPU-hours" in line
     assert meter.update(6, now=150.0)[1] is None  # printed once
+
+
+def test_cost_continues_across_resume():
+    """A resumed session adds to the run's totals: 1 h on 2 GPUs before, 1 GPU now."""
+    before = project_cost(
+        elapsed_s=1800,
+        step=400,
+        max_steps=1000,
+        processes=1,
+        hourly_cost=2.0,
+        rate_since_step=100,
+        rate_since_s=600,
+        prior_wall_s=3600,
+        prior_device_s=7200,
+    )
+    assert before.device_hours == pytest.approx(2.5)  # 2 GPU-h before + 0.5 now
+    assert before.cost == pytest.approx(5.0)
+    # 4 s/step x 600 steps left = 2400 s more, on 1 GPU
+    assert before.projected_total_hours == pytest.approx((3600 + 1800 + 2400) / 3600)
+    assert before.projected_total_device_hours == pytest.approx((7200 + 1800 + 2400) / 3600)
+
+    state = TrainState(wall_seconds=100.0, device_seconds=200.0)
+    meter = CostMeter(2, None, on_gpu=False, warmup=1, max_steps=10)
+    meter.t0 = 0.0
+    meter.resume_from(state)
+    logs, _ = meter.update(5, now=50.0)
+    assert logs["cost/device_hours"] == pytest.approx((200 + 2 * 50) / 3600)
+    meter.store(state, now=60.0)
+    assert state.wall_seconds == pytest.approx(160.0)
+    assert state.device_seconds == pytest.approx(320.0)
 
 
 # ----------------------------------------------------------------- end to end (debug preset)

@@ -61,6 +61,12 @@ def test_resume_matches_uninterrupted(tiny_shards, tmp_path):
             assert b[step][key] == pytest.approx(a[step][key], rel=1e-5), (step, key)
         assert b[step]["progress/samples_seen"] == a[step]["progress/samples_seen"]
         assert b[step]["lr/generator"] == pytest.approx(a[step]["lr/generator"], rel=1e-12)
+    # device time continues from what the first session's last checkpoint recorded
+    first = read_checkpoint_info(resumed.run.run_dir / "checkpoints" / "step_00000002")
+    assert first["device_seconds"] > 0 and first["wall_seconds"] == first["device_seconds"]
+    assert b[3]["cost/device_hours"] > first["device_seconds"] / 3600
+    final = read_checkpoint_info(find_latest(resumed.run.run_dir / "checkpoints"))
+    assert final["device_seconds"] > b[3]["cost/device_hours"] * 3600
 
 
 def test_cli_aliases_and_bad_config(tiny_shards, tmp_path, capsys):
