@@ -28,17 +28,26 @@ pytestmark = pytest.mark.slow
 LOSSES = ("loss/mel", "loss/adversarial", "loss/feature_matching", "loss/disc", "loss/gen_total")
 
 
-def _launch(config: str | None, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def _launch(
+    config: str | None,
+    out: Path,
+    *extra: str,
+    script: list[str] | None = None,
+    env_extra: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     """``accelerate launch [--config_file launch/<config>] -m trainer.train`` on the debug
-    preset; ``config=None`` launches one process without a config file."""
+    preset; ``config=None`` launches one process without a config file; ``script``
+    replaces ``-m trainer.train`` (a test wrapper taking the same arguments)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    env.update(env_extra or {})
     env.pop("WANDB_API_KEY", None)
     if config is None:
         how = ["--num_processes", "1", "--cpu", "--num_machines", "1", "--mixed_precision", "no"]
         how += ["--dynamo_backend", "no"]
     else:
         how = ["--config_file", f"launch/{config}"]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *how, "-m", "trainer.train"]
+    target = script or ["-m", "trainer.train"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *how, *target]
     cmd += ["--config", "configs/debug.yaml", f"run.output_dir={out}", *extra]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
@@ -186,3 +195,29 @@ def test_one_vs_two_processes_agree(tiny_shards, tmp_path, ddp_run):
     single = {k for r in _keys(tmp_path / "debug", 0) for k in r["keys"]}
     both = [{k for r in _keys(ddp_dir, rank) for k in r["keys"]} for rank in (0, 1)]
     assert len(both[0] | both[1]) == 8 and single <= both[0] | both[1]
+
+
+def test_deepspeed_skips_nonfinite_step_on_every_rank(tiny_shards, tmp_path):
+    """NaN in rank 0's third batch only, under ZeRO-2: the gradient all-reduce spreads it, so
+    both ranks' engines must skip step 3 (DeepSpeed's own check of the global norm); the
+    guard counts it, raises its alarm, and the run goes on with finite weights."""
+    proc = _launch(
+        "cpu_2proc_deepspeed.yaml",
+        tmp_path,
+        *_common(tiny_shards, 4),
+        script=["tests/trainer/_poisoned_train.py"],
+        env_extra={"POISON_RANK": "0", "POISON_BATCHES": "3"},
+    )
+    run_dir = tmp_path / "debug"
+    m = logged_steps(run_dir)
+    assert sorted(m) == [1, 2, 3, 4]
+    assert [m[s]["guard/nonfinite_steps"] for s in (1, 2, 3, 4)] == [0, 0, 1, 1]
+    assert math.isfinite(m[4]["loss/gen_total"]) and math.isfinite(m[4]["loss/disc"])
+    alarms = [json.loads(x) for x in (run_dir / "alarms.jsonl").read_text().splitlines()]
+    assert [(a["kind"], a["step"]) for a in alarms if a["kind"] == "nonfinite"] == [
+        ("nonfinite", 3)
+    ]
+    assert "stopped: max_steps" in proc.stdout + proc.stderr
+    codec, meta = load_exported(run_dir / "export")
+    assert meta["step"] == 4
+    assert all(bool(p.isfinite().all()) for p in codec.parameters())
