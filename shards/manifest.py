@@ -8,7 +8,7 @@ A shard set is a folder::
     train-000000.tar     WebDataset shards; each sample is
     val-000000.tar         <key>.flac  mono, ``sample_rate`` Hz, 24-bit PCM (lossless for
                                        16-bit sources after gain)
-                           <key>.json  per-chunk metadata (see ``shards.prep.ChunkMeta``)
+                           <key>.json  per-chunk metadata (see ``shards.recording.ChunkMeta``)
 
 Keys are ``<file_id>-c<chunk index:05d>``; ``file_id`` is the source path relative to the
 input root with every character outside ``[A-Za-z0-9_-]`` replaced by ``_`` (WebDataset
