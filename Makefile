@@ -12,7 +12,7 @@ DEMO   ?= runs/demo
 # same when idle and 2.3x faster with one busy neighbour (see BENCHMARKS.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install demo test lint format clean wheels-gpu
+.PHONY: install refs demo test lint format clean wheels-gpu
 
 install: $(STAMP)
 
@@ -27,10 +27,15 @@ $(STAMP): setup.cfg pyproject.toml scripts/system-deps.sh
 	$(PIP) install -q -e ".[dev,eval,deepspeed]"
 	touch $(STAMP)
 
+# DAC and EnCodec from PyPI in their own venv (.venv-ref): the performance harness times
+# their training steps beside ours (benchmarks/bench_step.py); their pins stay out of ours.
+refs:
+	bash scripts/ref-venvs.sh
+
 demo: install
 	$(PY) -m scripts.demo --out $(DEMO)
 
-test: install
+test: install refs
 	$(PY) -m pytest -q
 
 lint: install
@@ -46,4 +51,4 @@ wheels-gpu: install
 	bash scripts/gather-gpu-wheels.sh
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-ref runs .pytest_cache .ruff_cache *.egg-info
