@@ -68,6 +68,14 @@ def snake(x: Tensor, alpha: Tensor) -> Tensor:
     ``alpha`` broadcasts per channel (``[1, C, 1]``); ``1e-9`` guards ``alpha -> 0``, where
     the function tends to the identity.
     """
+    if not torch.is_grad_enabled():
+        # No autograd graph (inference, validation): one buffer instead of five
+        # temporaries; the same operations in the same order, so bitwise the same values,
+        # about 2x faster on a CPU where Snake is memory-bound.
+        y = torch.sin(alpha * x)
+        y.square_()
+        y.mul_((alpha + 1e-9).reciprocal())
+        return y.add_(x)
     return x + (alpha + 1e-9).reciprocal() * torch.sin(alpha * x).pow(2)
 
 

@@ -1,55 +1,69 @@
 """Python API: load an exported model, encode audio to codes, decode codes to audio.
 
-    >>> tc = TeluCodec.load("runs/telugu16k/export")
+    >>> tc = TeluCodec.load("runs/telugu16k/export")    # cuda when there is one
     >>> cf = tc.encode(waveform, sample_rate=44100)     # any rate, channels, level
-    >>> audio = tc.decode(cf)                            # mono float32 at tc.sample_rate
+    >>> audio = tc.decode(cf)                            # mono float32 at 44100 Hz, same length
     >>> tc.encode_file("talk.flac", "talk.tcc"); tc.decode_file("talk.tcc", "talk.wav")
+    >>> for r in tc.encode_files(paths, "codes/"): print(r)   # many files, batched windows
 
 Input is conditioned by :mod:`shards.audio` (downmix, DC removal, soxr resampling) and
 levelled by :mod:`infer.level` (the prep loudness target recorded in the export), i.e.
-exactly as the training data was; decoding divides the gain out again, so the output has the
-input's loudness. Long inputs go through :mod:`infer.blocks` (bounded memory, no seams);
-files are streamed (two passes over the input: measure the loudness, then encode).
+exactly as the training data was; decoding divides the gain out again and resamples to the
+input's rate (:mod:`infer.restore`), so the output has the input's loudness, rate and
+length. Long inputs are cut into overlapping windows (:mod:`infer.blocks`) that run
+``batch_windows`` at a time (:mod:`infer.batch`): bounded memory, no seams, and a full GPU.
+Files are streamed (two passes over an input: measure the loudness, then encode).
 """
 
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch import nn
 
 from codec.config import CodecConfig
+from infer import batch, fast
 from infer import blocks as blk
 from infer.codefile import CodeFile, CodeFileError
-from infer.level import LevelPlan, LoudnessMeter, plan_for_array, plan_gain
+from infer.files import FileResult, decode_jobs, encode_jobs, plan_outputs
+from infer.level import LevelPlan, plan_for_array
+from infer.restore import Restorer
 from shards import audio
-from shards.loudness import db_to_gain
 from trainer.export import load_exported
 
+# Windows per forward pass. CPU: 1 (batching does not speed up a CPU that one window
+# already keeps busy, and multiplies memory; see BENCHMARKS.md). GPU: 16 five-second
+# windows (80 s of audio) per pass.
+DEFAULT_BATCH_WINDOWS = {"cpu": 1, "cuda": 16}
+RATES = ("input", "model")
 
-def strip_weight_norm(module: nn.Module) -> int:
-    """Fold every weight-norm parametrisation into a plain weight (inference speed-up: the
-    weight is no longer recomputed from (g, v) on every forward). Returns how many."""
-    from torch.nn.utils import parametrize
+strip_weight_norm = fast.strip_weight_norm  # re-exported: part of the API since the start
 
-    n = 0
-    for m in module.modules():
-        if parametrize.is_parametrized(m, "weight"):
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-            n += 1
-    return n
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: cuda when available, else cpu; anything else as torch reads it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 class TeluCodec:
     """An exported codec ready for inference (eval mode, weight norm folded, no grad)."""
 
-    def __init__(self, codec: nn.Module, meta: dict, block_seconds: float):
+    def __init__(
+        self,
+        codec: nn.Module,
+        meta: dict,
+        block_seconds: float = blk.DEFAULT_BLOCK_SECONDS,
+        batch_windows: int = 1,
+    ):
+        if not block_seconds > 0:
+            raise ValueError(f"block_seconds: must be > 0, got {block_seconds}")
+        if batch_windows < 1:
+            raise ValueError(f"batch_windows: must be >= 1, got {batch_windows}")
         self.codec = codec
         self.meta = meta
         self.config = CodecConfig(**meta["codec"])
@@ -61,6 +75,7 @@ class TeluCodec:
         self.n_codebooks: int = codec.n_codebooks
         self.hop: int = codec.hop_length
         self.block_frames = max(1, round(block_seconds * self.sample_rate / self.hop))
+        self.batch_windows = int(batch_windows)
         self.enc_context, self.dec_context = blk.context_frames(codec)
         default = meta["codec"].get("default_n_quantizers")
         self.default_n_quantizers: int = int(default or self.n_codebooks)
@@ -69,14 +84,25 @@ class TeluCodec:
     def load(
         cls,
         export_dir: str | os.PathLike,
-        device: str | torch.device = "cpu",
+        device: str | torch.device = "auto",
         block_seconds: float = blk.DEFAULT_BLOCK_SECONDS,
+        batch_windows: int | None = None,
+        precision: fast.Precision = "fp32",
+        compile: bool = False,
     ) -> TeluCodec:
-        """Load ``model.safetensors`` + ``codec.json`` (safetensors only: no pickle)."""
-        codec, meta = load_exported(export_dir, device=device)
-        strip_weight_norm(codec)
-        codec.requires_grad_(False)
-        return cls(codec, meta, block_seconds)
+        """Load ``model.safetensors`` + ``codec.json`` (safetensors only: no pickle).
+
+        device: ``"auto"`` = cuda when available. batch_windows: windows per forward pass
+        (None = :data:`DEFAULT_BATCH_WINDOWS` for the device). precision, compile: the
+        speed options of :func:`infer.fast.prepare` (bf16 changes the output slightly;
+        compile costs ~15-20 s once).
+        """
+        dev = resolve_device(device)
+        codec, meta = load_exported(export_dir, device=dev)
+        fast.prepare(codec, precision, compile)
+        if batch_windows is None:
+            batch_windows = DEFAULT_BATCH_WINDOWS.get(dev.type, 1)
+        return cls(codec, meta, block_seconds, batch_windows)
 
     @property
     def device(self) -> torch.device:
@@ -95,6 +121,21 @@ class TeluCodec:
         if not 1 <= n <= self.n_codebooks:
             raise ValueError(f"n_quantizers: must be in 1..{self.n_codebooks}, got {n}")
         return n
+
+    def output_rate(self, code: CodeFile, rate: str | int = "input") -> int:
+        """Hz that :meth:`decode` gives for ``rate``: ``"input"`` (the encoded input's
+        rate, default), ``"model"`` (the model's rate) or a number of Hz."""
+        if rate == "input":
+            return code.orig_rate
+        if rate == "model":
+            return self.sample_rate
+        hz = int(rate)
+        if not audio.MIN_RATE_HZ <= hz <= audio.MAX_RATE_HZ:
+            raise ValueError(
+                f"rate: {hz} Hz is outside {audio.MIN_RATE_HZ}-{audio.MAX_RATE_HZ} Hz "
+                f"(or use one of {RATES})"
+            )
+        return hz
 
     # ---- arrays -------------------------------------------------------------------
 
@@ -119,35 +160,59 @@ class TeluCodec:
     ) -> CodeFile:
         """Codes of ``waveform`` (any rate/channels/level) with what decoding needs."""
         n_q = self._n_q(n_quantizers)
-        x = self.condition(waveform, sample_rate)
+        w = np.asarray(waveform)
+        x = self.condition(w, sample_rate)
+        if not len(x):
+            raise ValueError("waveform: no samples to encode")
         plan = self.level(x)
-        codes = self._encode_blocks([x], n_q, plan.gain)
-        return self._codefile(codes, len(x), int(sample_rate), plan)
+        codes = np.concatenate(list(self.encode_windows([x], n_q, plan.gain)), axis=1)
+        channels = 1 if w.ndim == 1 else w.shape[1]
+        return self.make_codefile(codes, len(x), int(sample_rate), len(w), channels, plan)
 
-    def decode(self, code: CodeFile, n_quantizers: int | None = None) -> np.ndarray:
-        """Mono float32 ``(n_samples,)`` at :attr:`sample_rate`, at the input's loudness.
-        ``n_quantizers``: decode only the first n codebooks (default: all stored)."""
-        return np.concatenate(list(self.decode_blocks(code, n_quantizers)))
+    def encode_windows(
+        self, blocks: Iterable[np.ndarray], n_q: int, gain: float, key=0
+    ) -> Iterator[np.ndarray]:
+        """Codes ``[n_q, f]`` of one conditioned signal given as consecutive blocks, window
+        core by window core (they concatenate to the whole-signal codes)."""
+        wins = blk.audio_windows(blocks, self.hop, self.block_frames, self.enc_context, gain, key)
+        for _, codes in batch.run(self.codec, wins, self.batch_windows, n_q):
+            yield codes
+
+    def decode(
+        self, code: CodeFile, n_quantizers: int | None = None, rate: str | int = "input"
+    ) -> np.ndarray:
+        """Mono float32 ``(samples,)`` at the input's loudness and, by default, the input's
+        rate and length (``rate``: see :meth:`output_rate`). ``n_quantizers``: decode only
+        the first n codebooks (default: all stored)."""
+        parts = list(self.decode_blocks(code, n_quantizers, rate))
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def decode_blocks(
-        self, code: CodeFile, n_quantizers: int | None = None
+        self, code: CodeFile, n_quantizers: int | None = None, rate: str | int = "input"
     ) -> Iterator[np.ndarray]:
         """:meth:`decode` block by block (bounded memory for hours-long files)."""
-        code.check_model(self.model_id)
+        codes = self.checked_codes(code, n_quantizers)
+        restore = Restorer(code, self.output_rate(code, rate))
+        wins = blk.code_windows(codes, self.block_frames, self.dec_context)
+        for _, y in batch.run(self.codec, wins, self.batch_windows):
+            if len(out := restore.push(y)):
+                yield out
+        if len(out := restore.finish()):
+            yield out
+
+    def checked_codes(
+        self, code: CodeFile, n_quantizers: int | None = None, name: str = "code file"
+    ) -> np.ndarray:
+        """``code``'s codes (the first ``n_quantizers``), after checking that this model
+        can decode them; :class:`CodeFileError` naming ``name`` otherwise."""
+        code.check_model(self.model_id, name)
         if code.sample_rate != self.sample_rate:
-            raise CodeFileError(f"code file: rate {code.sample_rate} != model {self.sample_rate}")
-        codes = code.codes
-        if n_quantizers is not None:
-            if not 1 <= n_quantizers <= code.n_q:
-                raise ValueError(f"n_quantizers: file holds {code.n_q}, got {n_quantizers}")
-            codes = codes[:n_quantizers]
-        inv = np.float32(1.0 / db_to_gain(code.gain_db))  # the inverse of the encode gain
-        left = code.n_samples
-        for y in blk.decode_stream(self.codec, codes, self.block_frames, self.dec_context):
-            y = y[:left] * inv
-            left -= len(y)
-            if len(y):
-                yield y
+            raise CodeFileError(f"{name}: rate {code.sample_rate} != model {self.sample_rate}")
+        if n_quantizers is None:
+            return code.codes
+        if not 1 <= n_quantizers <= code.n_q:
+            raise ValueError(f"n_quantizers: {name} holds {code.n_q}, got {n_quantizers}")
+        return code.codes[:n_quantizers]
 
     # ---- files --------------------------------------------------------------------
 
@@ -160,19 +225,8 @@ class TeluCodec:
         """Stream ``path`` (any supported format) into a :class:`CodeFile`; save it to
         ``out_path`` when given. Memory does not grow with the file's length beyond its
         codes. Raises :class:`shards.audio.AudioError` naming a bad input file."""
-        n_q = self._n_q(n_quantizers)
-        info = audio.probe(path)
-        meter = LoudnessMeter(self.sample_rate)
-        for b in audio.prefetched(audio.stream_conditioned(path, self.sample_rate, info=info)):
-            meter.push(b)
-        plan = plan_gain(meter.powers(), meter.peak, self.loudness_target_lufs,
-                         self.peak_ceiling_dbfs)  # fmt: skip
-        stream = audio.prefetched(audio.stream_conditioned(path, self.sample_rate, info=info))
-        codes = self._encode_blocks(stream, n_q, plan.gain)
-        cf = self._codefile(codes, meter.samples, info.sample_rate, plan)
-        if out_path is not None:
-            cf.save(out_path)
-        return cf
+        (r,) = encode_jobs(self, [(path, out_path)], self._n_q(n_quantizers))
+        return r.raise_error()
 
     def decode_file(
         self,
@@ -180,50 +234,59 @@ class TeluCodec:
         out_path: str | os.PathLike,
         n_quantizers: int | None = None,
         subtype: str | None = None,
+        rate: str | int = "input",
     ) -> CodeFile:
-        """Decode a ``.tcc`` file into an audio file, streaming. ``subtype``: soundfile
+        """Decode a ``.tcc`` file into an audio file, streaming. ``rate``: see
+        :meth:`output_rate` (default: the input's rate and length). ``subtype``: soundfile
         subtype (default FLOAT for WAV, so restored peaks above full scale survive;
         PCM_24 for FLAC, which clips them, with a warning)."""
-        code = CodeFile.load(code_path)
-        code.check_model(self.model_id, str(code_path))
-        out = Path(out_path)
-        if subtype is None:
-            subtype = "PCM_24" if out.suffix.lower() == ".flac" else "FLOAT"
-        peak = 0.0
-        tmp = out.with_name(out.name + ".part")
-        fmt = out.suffix.lstrip(".").upper() or "WAV"
-        with sf.SoundFile(tmp, "w", self.sample_rate, 1, subtype=subtype, format=fmt) as f:
-            for y in self.decode_blocks(code, n_quantizers):
-                peak = max(peak, float(np.abs(y).max()))
-                f.write(y)
-        os.replace(tmp, out)
-        if peak > 1.0 and not subtype.startswith(("FLOAT", "DOUBLE")):
-            warnings.warn(
-                f"{out}: peak {peak:.4f} exceeds full scale and was clipped by {subtype}; "
-                "write a .wav (32-bit float) to keep it",
-                stacklevel=2,
-            )
-        return code
+        (r,) = decode_jobs(self, [(code_path, out_path)], n_quantizers, rate, subtype)
+        return r.raise_error()
+
+    def encode_files(
+        self,
+        paths: Iterable[str | os.PathLike],
+        out_dir: str | os.PathLike,
+        n_quantizers: int | None = None,
+    ) -> Iterator[FileResult]:
+        """Encode many audio files to ``out_dir/<stem>.tcc``, windows of several files
+        sharing each forward pass. Yields one :class:`FileResult` per input, in order, as
+        each finishes; a bad input is reported in its result and the others go on."""
+        jobs = plan_outputs(paths, out_dir, ".tcc")
+        return encode_jobs(self, jobs, self._n_q(n_quantizers))
+
+    def decode_files(
+        self,
+        paths: Iterable[str | os.PathLike],
+        out_dir: str | os.PathLike,
+        n_quantizers: int | None = None,
+        rate: str | int = "input",
+        ext: str = ".wav",
+        subtype: str | None = None,
+    ) -> Iterator[FileResult]:
+        """Decode many ``.tcc`` files to ``out_dir/<stem><ext>`` (see :meth:`decode_file`),
+        windows of several files sharing each forward pass; results as in
+        :meth:`encode_files`."""
+        jobs = plan_outputs(paths, out_dir, ext)
+        return decode_jobs(self, jobs, n_quantizers, rate, subtype)
 
     # ---- internals ----------------------------------------------------------------
 
-    def _encode_blocks(self, stream, n_q: int, gain: np.float32) -> np.ndarray:
-        parts = list(
-            blk.encode_stream(
-                self.codec, stream, n_q, self.block_frames, self.enc_context, gain=gain
-            )
-        )
-        if not parts:
-            raise ValueError("waveform: no samples to encode")
-        return np.concatenate(parts, axis=1)
-
-    def _codefile(
-        self, codes: np.ndarray, n_samples: int, orig_rate: int, plan: LevelPlan
+    def make_codefile(
+        self,
+        codes: np.ndarray,
+        n_samples: int,
+        orig_rate: int,
+        orig_frames: int,
+        orig_channels: int,
+        plan: LevelPlan,
     ) -> CodeFile:
         return CodeFile(
             model_id=self.model_id,
             sample_rate=self.sample_rate,
             orig_rate=orig_rate,
+            orig_frames=orig_frames,
+            orig_channels=orig_channels,
             codebook_size=self.codebook_size,
             n_samples=n_samples,
             gain_db=plan.gain_db,

@@ -1,4 +1,4 @@
-"""Blocked encode/decode of arbitrarily long audio with bounded memory and no seams.
+"""Cutting arbitrarily long audio (or codes) into overlapping windows: no seams, bounded memory.
 
 The codec is fully convolutional: a latent frame depends on a finite stretch of input
 samples around it (the encoder's receptive field) and an output sample on a finite stretch
@@ -9,25 +9,30 @@ convolution sees the same sample grid, the same neighbours and (at the file's en
 same zero padding as in one whole-file pass: the cores are the whole-file result up to
 floating-point summation order. Nothing is cross-faded because nothing differs.
 
-Tolerance (tested in tests/infer/test_infer_blocks.py, debug codec): blocked and
-whole-file latents agree to 1e-4 relative; decoding the same codes blocked vs whole
-differs by less than 1e-5 of full scale; codes agree except where a latent sits within
-float rounding of two codewords' tie (none observed in the tests).
+This module only plans windows (numpy, no model); :mod:`infer.batch` runs them, several
+per forward pass, padding the shorter ones so their results are unchanged.
 
-Memory: one window (``block_frames + 2 * context``) of activations at a time; codes are
-kept (a few bytes per frame), audio is yielded block by block.
+Tolerance (tested in tests/infer/test_infer_blocks.py, debug codec): blocked and
+whole-file codes are identical; decoding the same codes blocked vs whole differs by less
+than 1e-5 of full scale. (Codes could in principle differ where a latent sits within float
+rounding of two codewords' tie; none observed in the tests.)
+
+Memory: a window is ``block_frames + 2 * context`` frames; the planner holds at most one
+window of input beyond the current one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
-DEFAULT_BLOCK_SECONDS = 5.0  # activations of one window dominate RSS; ~10% context overhead
+# 5 s: ~10 % context overhead with the production preset (14 decoder / 10 encoder frames of
+# context per side on 250 frames); activations of one window set the peak memory.
+DEFAULT_BLOCK_SECONDS = 5.0
 
 
 def _one_sided(conv: nn.Conv1d) -> int:
@@ -73,43 +78,54 @@ def context_frames(codec: nn.Module) -> tuple[int, int]:
     return enc, dec
 
 
-def _device(codec: nn.Module) -> torch.device:
-    return next(codec.parameters()).device
+@dataclass
+class Window:
+    """One processing window of item ``key`` (a file, a signal).
+
+    data: encode: mono float32 samples from frame ``lo`` of the item (``frames * hop``
+        samples, fewer only when the window reaches the item's end: the rest is the codec's
+        own zero padding up to a whole frame); decode: codes ``[n_q, frames]``.
+    frames: the window's length in frames (what the model sees before any batch padding).
+    keep: the frames of the window's result that belong to the item (its core).
+    last: this is the item's last window.
+    """
+
+    key: Hashable
+    data: np.ndarray
+    frames: int
+    keep: slice
+    last: bool
 
 
-def encode_stream(
-    codec: nn.Module,
+def audio_windows(
     blocks: Iterable[np.ndarray],
-    n_quantizers: int,
+    hop: int,
     block_frames: int,
-    context: int | None = None,
+    context: int,
     gain: float = 1.0,
-) -> Iterator[np.ndarray]:
-    """Codes of a long mono signal given as consecutive blocks (any sizes, float32).
+    key: Hashable = 0,
+) -> Iterator[Window]:
+    """Encoder windows of a long mono signal given as consecutive blocks (any sizes).
 
-    Yields ``[n_q, f]`` int64 arrays that concatenate to what ``codec.encode`` gives for the
-    whole signal (``ceil(T / hop)`` frames). ``gain`` multiplies every sample first (the
-    level step). ``context``: frames each side (None = :func:`context_frames`).
+    The kept cores cover ``ceil(T / hop)`` frames in order. ``gain`` multiplies every
+    sample first (the level step). ``context``: frames each side. An empty signal gives
+    no windows.
     """
     if block_frames < 1:
         raise ValueError(f"block_frames: must be >= 1, got {block_frames}")
-    hop = codec.hop_length
-    ctx = (context if context is not None else context_frames(codec)[0]) * hop
-    core = block_frames * hop
-    dev = _device(codec)
+    ctx, core = context * hop, block_frames * hop
     g = np.float32(gain)
     buf = np.zeros(0, np.float32)
     buf_start = 0  # absolute index of buf[0]
     next_core = 0  # absolute start of the next window's core
     total = 0
 
-    def run(lo: int, hi: int, last: bool) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(buf[lo - buf_start : hi - buf_start]))
-        with torch.inference_mode():
-            codes, _ = codec.encode(x.to(dev)[None, None], n_quantizers)
-        first = (next_core - lo) // hop
+    def cut(hi: int, last: bool) -> Window:
+        lo = max(0, next_core - ctx)
+        x = buf[lo - buf_start : hi - buf_start]
         n = block_frames if not last else min(block_frames, math.ceil((hi - next_core) / hop))
-        return codes[0, :, first : first + n].cpu().numpy()
+        first = (next_core - lo) // hop
+        return Window(key, x, math.ceil(len(x) / hop), slice(first, first + n), last)
 
     for block in blocks:
         block = np.asarray(block, np.float32)
@@ -117,36 +133,27 @@ def encode_stream(
             block = block * g
         buf = np.concatenate([buf, block]) if len(buf) else block
         total += len(block)
-        while total >= next_core + core + ctx:
-            yield run(max(0, next_core - ctx), next_core + core + ctx, last=False)
+        # the window after this one must have started for this one not to be the last
+        while total > next_core + core + ctx:
+            yield cut(next_core + core + ctx, last=False)
             next_core += core
             drop = max(0, next_core - ctx) - buf_start
             buf, buf_start = buf[drop:], buf_start + drop
     while next_core < total:
         # the stream has ended: every remaining window reaches the end of the signal
-        yield run(max(0, next_core - ctx), total, last=True)
+        last = next_core + core >= total
+        yield cut(min(total, next_core + core + ctx), last=last)
         next_core += core
 
 
-def decode_stream(
-    codec: nn.Module,
-    codes: np.ndarray | torch.Tensor,
-    block_frames: int,
-    context: int | None = None,
-) -> Iterator[np.ndarray]:
-    """Audio from codes ``[n_q, F]`` in blocks of ``block_frames * hop`` samples (float32,
-    mono); they concatenate to ``codec.decode`` of the whole ``F`` frames (``F * hop``
-    samples). ``context``: frames each side (None = :func:`context_frames`)."""
+def code_windows(
+    codes: np.ndarray, block_frames: int, context: int, key: Hashable = 0
+) -> Iterator[Window]:
+    """Decoder windows of codes ``[n_q, F]``; the kept cores cover the ``F`` frames in order."""
     if block_frames < 1:
         raise ValueError(f"block_frames: must be >= 1, got {block_frames}")
-    hop = codec.hop_length
-    ctx = context if context is not None else context_frames(codec)[1]
-    c = torch.as_tensor(np.asarray(codes), dtype=torch.long).to(_device(codec))
-    n_frames = c.shape[-1]
+    n_frames = codes.shape[-1]
     for f0 in range(0, n_frames, block_frames):
-        lo, hi = max(0, f0 - ctx), min(n_frames, f0 + block_frames + ctx)
-        with torch.inference_mode():
-            y = codec.decode(c[None, :, lo:hi])[0, 0]
-        start = (f0 - lo) * hop
-        n = (min(f0 + block_frames, n_frames) - f0) * hop
-        yield y[start : start + n].float().cpu().numpy()
+        lo, hi = max(0, f0 - context), min(n_frames, f0 + block_frames + context)
+        f1 = min(f0 + block_frames, n_frames)
+        yield Window(key, codes[:, lo:hi], hi - lo, slice(f0 - lo, f1 - lo), f1 == n_frames)

@@ -5,8 +5,10 @@ Layout (little-endian)::
     magic      4 bytes  b"TCC\\x00"
     version    u16      FORMAT_VERSION
     model_id   16 bytes ASCII hex: the export's model_id (hash of weights + config)
-    rate       u32      Hz, the model's sample rate (the decoded audio's rate)
-    orig_rate  u32      Hz, the input file's rate (informational)
+    rate       u32      Hz, the model's sample rate (the rate the model decodes at)
+    orig_rate  u32      Hz, the input's rate (decoding resamples back to it by default)
+    orig_frames u64     the input's length in samples per channel at ``orig_rate``
+    orig_ch    u16      the input's channel count (informational: the codec is mono)
     n_q        u16      codebooks stored per frame
     bits       u8       bits per code = ceil(log2(codebook_size)), 1..16
     n_frames   u64      code frames
@@ -20,6 +22,11 @@ Layout (little-endian)::
 
 So the payload is exactly ``n_frames * n_q * bits`` bits (+ at most 7 padding bits): the
 nominal bitrate times the duration, rounded up to whole frames.
+
+Version 2 added ``orig_frames`` and ``orig_ch`` so decoding can give back a file of the
+input's exact rate and length. Version 1 files (written only during development, before
+any release) are refused with a message saying so, rather than read with a guessed length:
+one format, one reader.
 """
 
 from __future__ import annotations
@@ -34,9 +41,9 @@ from pathlib import Path
 import numpy as np
 
 MAGIC = b"TCC\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_BITS = 16
-_HEADER = struct.Struct("<4sH16sIIHBQQddQI")
+_HEADER = struct.Struct("<4sH16sIIQHHBQQddQI")
 HEADER_BYTES = _HEADER.size
 
 
@@ -86,6 +93,8 @@ class CodeFile:
     model_id: str
     sample_rate: int
     orig_rate: int
+    orig_frames: int
+    orig_channels: int
     codebook_size: int
     n_samples: int
     gain_db: float
@@ -122,6 +131,8 @@ class CodeFile:
             mid,
             self.sample_rate,
             self.orig_rate,
+            self.orig_frames,
+            self.orig_channels,
             self.n_q,
             self.bits,
             self.n_frames,
@@ -146,15 +157,19 @@ class CodeFile:
     def from_bytes(cls, data: bytes, name: str = "<bytes>") -> CodeFile:
         if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
             raise CodeFileError(f"{name}: not a TeluCodec code file (bad magic)")
-        if len(data) < HEADER_BYTES:
+        if len(data) < len(MAGIC) + 2:
             raise CodeFileError(f"{name}: truncated header ({len(data)} of {HEADER_BYTES} bytes)")
-        (_, version, mid, rate, orig_rate, n_q, bits, n_frames, n_samples, gain_db, lufs,
-         n_payload, crc) = _HEADER.unpack_from(data)  # fmt: skip
+        version = struct.unpack_from("<H", data, len(MAGIC))[0]
         if version != FORMAT_VERSION:
+            old = " (a pre-release format: encode the audio again)" if version < 2 else ""
             raise CodeFileError(
                 f"{name}: code file format version {version}, this TeluCodec reads version "
-                f"{FORMAT_VERSION}"
+                f"{FORMAT_VERSION}{old}"
             )
+        if len(data) < HEADER_BYTES:
+            raise CodeFileError(f"{name}: truncated header ({len(data)} of {HEADER_BYTES} bytes)")
+        (_, _, mid, rate, orig_rate, orig_frames, orig_ch, n_q, bits, n_frames, n_samples,
+         gain_db, lufs, n_payload, crc) = _HEADER.unpack_from(data)  # fmt: skip
         if not 1 <= bits <= MAX_BITS or n_q < 1:
             raise CodeFileError(f"{name}: corrupt header (bits={bits}, n_q={n_q})")
         if n_payload != math.ceil(n_frames * n_q * bits / 8):
@@ -173,6 +188,8 @@ class CodeFile:
             model_id=mid.decode("ascii", errors="replace"),
             sample_rate=rate,
             orig_rate=orig_rate,
+            orig_frames=orig_frames,
+            orig_channels=orig_ch,
             codebook_size=2**bits,
             n_samples=n_samples,
             gain_db=gain_db,

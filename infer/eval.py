@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--opus-kbps", default=",".join(f"{k:g}" for k in opus.OPUS_KBPS),
                    help="Opus bitrates ('' = no Opus)")  # fmt: skip
     p.add_argument("--max-seconds", type=float, default=None, help="score only the first N s")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:N")
     p.add_argument("--wandb-project", default=None, help="also log the table and plot to W&B")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)

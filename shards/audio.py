@@ -134,6 +134,17 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     )
 
 
+def resample_stream(
+    in_rate: int, out_rate: int, quality: str = DEFAULT_RESAMPLE_QUALITY
+) -> soxr.ResampleStream | None:
+    """soxr's streaming resampler for mono float32, as prep configures it; None when the
+    rates are equal. Prep's :class:`Conditioner` and inference's output stage
+    (:mod:`infer.restore`) both use it, so audio goes in and out through one resampler."""
+    if in_rate == out_rate:
+        return None
+    return soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
+
+
 class Conditioner:
     """Streaming downmix + DC removal + resample for one continuous recording.
 
@@ -162,11 +173,7 @@ class Conditioner:
         self._sos = scipy.signal.butter(2, highpass_hz, "highpass", fs=out_rate, output="sos")
         self._zi = np.zeros((self._sos.shape[0], 2))
         self._offset: np.float32 | None = None
-        self._resampler = (
-            None
-            if in_rate == out_rate
-            else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32", quality=quality)
-        )
+        self._resampler = resample_stream(in_rate, out_rate, quality)
         self.frames_in = 0
         self.samples_out = 0
         self._flushed = False

@@ -8,8 +8,8 @@ import torch
 
 from codec.build import build_codec
 from codec.config import CodecConfig
-from infer import blocks
-from infer.api import strip_weight_norm
+from infer import batch, blocks
+from infer.fast import strip_weight_norm
 from tests.infer._inferdata import TINY, speech
 
 
@@ -48,7 +48,7 @@ def test_blocked_encode_equals_whole(codec, block_frames):
     rng = np.random.default_rng(block_frames)
     cuts = np.sort(rng.integers(0, len(x), 6))
     pieces = np.split(x, cuts)  # arbitrary input blocks, including empty ones
-    got = np.concatenate(list(blocks.encode_stream(codec, pieces, 4, block_frames)), axis=1)
+    got = np.concatenate(list(batch.encode_stream(codec, pieces, 4, block_frames)), axis=1)
     assert got.shape == tuple(whole.shape[1:])
     np.testing.assert_array_equal(got, whole[0].numpy())
 
@@ -59,7 +59,7 @@ def test_blocked_decode_equals_whole_within_tolerance(codec):
     with torch.inference_mode():
         whole = codec.decode(torch.from_numpy(codes)[None])[0, 0].numpy()
     for block_frames in (5, 40, 200):
-        got = np.concatenate(list(blocks.decode_stream(codec, codes, block_frames)))
+        got = np.concatenate(list(batch.decode_stream(codec, codes, block_frames)))
         assert got.shape == whole.shape
         assert np.abs(got - whole).max() < 1e-5
 
@@ -70,5 +70,32 @@ def test_too_little_context_shows_seams(codec):
     codes = rng.integers(0, 64, size=(4, 100))
     with torch.inference_mode():
         whole = codec.decode(torch.from_numpy(codes)[None])[0, 0].numpy()
-    got = np.concatenate(list(blocks.decode_stream(codec, codes, 20, context=0)))
+    got = np.concatenate(list(batch.decode_stream(codec, codes, 20, context=0)))
     assert np.abs(got - whole).max() > 1e-3
+
+
+@pytest.mark.parametrize("seconds", [0.01, 0.9, 3.03])
+def test_window_plan_covers_every_frame_once_with_context(seconds):
+    hop, block, ctx = 320, 7, 3
+    x = speech(seconds, seed=1)
+    n_frames = -(-len(x) // hop)
+    wins = list(blocks.audio_windows(np.array_split(x, 5), hop, block, ctx))
+    kept, start = [], 0
+    for w in wins:
+        lo = start - min(start, ctx)  # the window starts ctx frames before its core
+        assert w.keep.start == start - lo
+        core = w.keep.stop - w.keep.start
+        assert 1 <= core <= block
+        # context on the right unless the window reaches the signal's end
+        assert w.frames >= w.keep.stop + ctx or lo * hop + len(w.data) == len(x)
+        np.testing.assert_array_equal(w.data, x[lo * hop : lo * hop + len(w.data)])
+        kept.append((start, start + core))
+        start += core
+    assert start == n_frames and kept[0][0] == 0
+    assert [w.last for w in wins] == [False] * (len(wins) - 1) + [True]
+    codes = np.arange(2 * n_frames).reshape(2, n_frames)
+    cw = list(blocks.code_windows(codes, block, ctx))
+    assert [(w.keep.start, w.keep.stop, w.frames) for w in cw] == [
+        (w.keep.start, w.keep.stop, w.frames) for w in wins
+    ]
+    assert cw[-1].last and not any(w.last for w in cw[:-1])

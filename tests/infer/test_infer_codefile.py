@@ -50,7 +50,7 @@ def test_pack_rejects_out_of_range():
 def _cf(**kw) -> CodeFile:
     rng = np.random.default_rng(1)
     base = dict(model_id="0123456789abcdef", sample_rate=16000, orig_rate=44100,
-                codebook_size=1024, n_samples=16000 * 3, gain_db=-4.5, loudness_lufs=-21.5,
+                orig_frames=44100 * 3, orig_channels=2, codebook_size=1024, n_samples=16000 * 3, gain_db=-4.5, loudness_lufs=-21.5,
                 codes=rng.integers(0, 1024, size=(8, 150)))  # fmt: skip
     base.update(kw)
     return CodeFile(**base)
@@ -100,6 +100,21 @@ def test_wrong_version(tmp_path):
     (tmp_path / "v.tcc").write_bytes(bytes(data))
     with pytest.raises(CodeFileError, match=f"version {FORMAT_VERSION + 1}, this TeluCodec"):
         CodeFile.load(tmp_path / "v.tcc")
+
+
+def test_version_1_is_refused_as_pre_release(tmp_path):
+    # a version-1 file is shorter than the version-2 header: the version still decides
+    data = bytearray(_cf().to_bytes()[:77])
+    struct.pack_into("<H", data, len(MAGIC), 1)
+    (tmp_path / "v1.tcc").write_bytes(bytes(data))
+    with pytest.raises(CodeFileError, match="v1.tcc: code file format version 1.*pre-release"):
+        CodeFile.load(tmp_path / "v1.tcc")
+
+
+def test_header_holds_the_input_rate_length_and_channels():
+    back = CodeFile.from_bytes(_cf(orig_rate=22050, orig_frames=123457, orig_channels=6).to_bytes())
+    assert (back.orig_rate, back.orig_frames, back.orig_channels) == (22050, 123457, 6)
+    assert HEADER_BYTES == 87
 
 
 def test_not_a_code_file_and_corrupt_payload(tmp_path):

@@ -1,0 +1,160 @@
+"""Run windows (:mod:`infer.blocks`) through the codec several at a time.
+
+A batch stacks up to ``batch_windows`` windows (of one long file, or of many files) into
+one forward pass, so a GPU is kept busy. Windows in a batch must have equal length, so the
+shorter ones (an item's first and last windows, short files) are zero-padded on the right
+to the longest. Padding alone would change their results near their real end: in a
+whole-file pass every convolution pads *its own input* with zeros at the file's end,
+while a padded window would feed it the previous layer's response to the padding (biases,
+Snake) instead. So while a batch holds a padded window, every convolution of the encoder or
+decoder gets a forward pre-hook that zeroes its input beyond each window's valid length.
+Every length in these networks scales exactly with the frame count (strided convs divide
+it, transposed convs multiply it), so the valid length at any layer is
+``frames * (layer length // batch frames)``. With that, a padded window's valid part is
+computed from exactly the values a window of its own length sees: batched == unbatched up
+to floating-point summation order (tested: codes identical, audio within 1e-5).
+
+Memory: one batch of windows' activations (``batch_windows`` x one window).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import islice
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from infer.blocks import Window, audio_windows, code_windows, context_frames
+
+
+def batches(windows: Iterable[Window], size: int) -> Iterator[list[Window]]:
+    """Consecutive groups of up to ``size`` windows (order kept)."""
+    if size < 1:
+        raise ValueError(f"batch_windows: must be >= 1, got {size}")
+    it = iter(windows)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+@contextmanager
+def valid_lengths(network: nn.Module, frames: Sequence[int], batch_frames: int):
+    """Within the block, every conv of ``network`` sees zeros past item ``i``'s first
+    ``frames[i]`` frames (scaled to the conv's input length): as if each item had been
+    run alone. No hooks at all when no item is padded."""
+    if all(f == batch_frames for f in frames):
+        yield
+        return
+    valid = torch.tensor(list(frames))
+    masks: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
+
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        length = x.shape[-1]
+        key = (length, x.device, x.dtype)
+        if key not in masks:
+            per_frame = length // batch_frames
+            pos = torch.arange(length)
+            m = (pos[None, :] < (valid * per_frame)[:, None]).to(x.dtype)
+            masks[key] = m[:, None, :].to(x.device)
+        return (x * masks[key], *args[1:])
+
+    handles = [
+        m.register_forward_pre_hook(hook)
+        for m in network.modules()
+        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _param(module: nn.Module) -> Tensor:
+    return next(module.parameters())
+
+
+def encode_batch(codec: nn.Module, batch: Sequence[Window], n_quantizers: int) -> list[np.ndarray]:
+    """Codes ``[n_q, kept frames]`` (int64) of each encoder window in ``batch``."""
+    hop = codec.hop_length
+    frames = max(w.frames for w in batch)
+    x = np.zeros((len(batch), 1, frames * hop), np.float32)
+    for i, w in enumerate(batch):
+        x[i, 0, : len(w.data)] = w.data
+    p = _param(codec.encoder)
+    xt = torch.from_numpy(x).to(p.device, p.dtype)
+    with torch.inference_mode(), valid_lengths(codec.encoder, [w.frames for w in batch], frames):
+        latents = codec.encoder(xt)
+        # the quantizer works in fp32 whatever the encoder's precision (as in training)
+        codes = codec.quantizer.quantize(latents.float(), n_quantizers).cpu().numpy()
+    return [codes[i, :, w.keep] for i, w in enumerate(batch)]
+
+
+def decode_batch(codec: nn.Module, batch: Sequence[Window]) -> list[np.ndarray]:
+    """Mono float32 audio of each decoder window's kept frames (``kept frames * hop``)."""
+    hop = codec.hop_length
+    frames = max(w.frames for w in batch)
+    n_q = batch[0].data.shape[0]
+    codes = np.zeros((len(batch), n_q, frames), np.int64)  # code 0 pads: any valid entry
+    for i, w in enumerate(batch):
+        codes[i, :, : w.frames] = w.data
+    p = _param(codec.decoder)
+    ct = torch.from_numpy(codes).to(p.device)
+    with torch.inference_mode(), valid_lengths(codec.decoder, [w.frames for w in batch], frames):
+        z = codec.quantizer.from_codes(ct)
+        y = codec.decoder(z.to(p.dtype))[:, 0].float().cpu().numpy()
+    return [y[i, w.keep.start * hop : w.keep.stop * hop] for i, w in enumerate(batch)]
+
+
+def run(
+    codec: nn.Module,
+    windows: Iterable[Window],
+    batch_windows: int,
+    n_quantizers: int | None = None,
+) -> Iterator[tuple[Window, np.ndarray]]:
+    """Each window with its result, in order: codes when ``n_quantizers`` is given (encoder
+    windows), else audio (decoder windows)."""
+    for batch in batches(windows, batch_windows):
+        if n_quantizers is not None:
+            yield from zip(batch, encode_batch(codec, batch, n_quantizers), strict=True)
+        else:
+            yield from zip(batch, decode_batch(codec, batch), strict=True)
+
+
+def encode_stream(
+    codec: nn.Module,
+    blocks: Iterable[np.ndarray],
+    n_quantizers: int,
+    block_frames: int,
+    context: int | None = None,
+    gain: float = 1.0,
+    batch_windows: int = 1,
+) -> Iterator[np.ndarray]:
+    """Codes of one long mono signal given as consecutive blocks (any sizes, float32).
+
+    Yields ``[n_q, f]`` int64 arrays that concatenate to what ``codec.encode`` gives for the
+    whole signal (``ceil(T / hop)`` frames). ``gain`` multiplies every sample first (the
+    level step). ``context``: frames each side (None = :func:`context_frames`).
+    """
+    ctx = context if context is not None else context_frames(codec)[0]
+    wins = audio_windows(blocks, codec.hop_length, block_frames, ctx, gain)
+    for _, codes in run(codec, wins, batch_windows, n_quantizers):
+        yield codes
+
+
+def decode_stream(
+    codec: nn.Module,
+    codes: np.ndarray,
+    block_frames: int,
+    context: int | None = None,
+    batch_windows: int = 1,
+) -> Iterator[np.ndarray]:
+    """Audio from codes ``[n_q, F]`` in blocks of ``block_frames * hop`` samples (float32,
+    mono); they concatenate to ``codec.decode`` of the whole ``F`` frames (``F * hop``
+    samples). ``context``: frames each side (None = :func:`context_frames`)."""
+    ctx = context if context is not None else context_frames(codec)[1]
+    for _, y in run(codec, code_windows(np.asarray(codes), block_frames, ctx), batch_windows):
+        yield y
