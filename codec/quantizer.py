@@ -134,6 +134,10 @@ class ResidualVectorQuantizer(nn.Module):
             n = torch.where(drop, random_n, n)
         # Sampled on CPU with the global generator: identical across devices for a given seed,
         # and restored exactly when the trainer restores the CPU RNG state.
+        if device.type == "cuda":
+            # pinned + non_blocking: a blocking (or pageable) copy waits for every kernel
+            # queued so far, i.e. a host sync in the middle of each training forward
+            return n.pin_memory().to(device, non_blocking=True)
         return n.to(device)
 
     def forward(self, z: Tensor, n_quantizers: int | None = None) -> QuantizerOutput:
@@ -192,9 +196,12 @@ class ResidualVectorQuantizer(nn.Module):
         n = codes.shape[1]
         flat = codes.transpose(0, 1).reshape(n, -1)  # [n, B*F]
         offsets = torch.arange(n, device=codes.device)[:, None] * self.codebook_size
-        counts = torch.bincount(
-            (flat + offsets).reshape(-1), minlength=n * self.codebook_size
-        ).view(n, self.codebook_size)
+        # scatter_add into a fixed-size buffer rather than bincount: CUDA's bincount reads the
+        # input's max back to the host to size its output (a sync every training forward),
+        # and that data-dependent shape is also a torch.compile graph break.
+        idx = (flat + offsets).reshape(-1)
+        counts = torch.zeros(n * self.codebook_size, dtype=torch.long, device=codes.device)
+        counts = counts.scatter_add_(0, idx, torch.ones_like(idx)).view(n, self.codebook_size)
         share = counts.float() * (self.codebook_size / flat.shape[1])
         self.usage_ema[:n].mul_(self.usage_decay).add_(share, alpha=1.0 - self.usage_decay)
 

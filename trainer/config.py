@@ -38,6 +38,12 @@ class RunConfig:
         scaler), or "no" (fp32). STFT/mel computations are fp32 whatever this says.
     cpu: force CPU even when a GPU is present (and let Accelerate form a multi-process
         group on CPU, which it only does when asked).
+    compile: ``torch.compile`` the generator and the discriminator (the fp32 STFT/mel islands
+        compile with them; the losses stay eager). Off by default: on CPU the compiled step
+        measured slower (debug +9%, cpu preset +23%) after a 20-340 s first step, and the
+        GPU measurement is owed (``benchmarks/bench_step.py --compile``, BENCHMARKS.md).
+    cudnn_benchmark: let cuDNN time its convolution algorithms for each new input shape and
+        keep the fastest (training crops have one fixed shape, so it tunes once).
     """
 
     name: str = "telucodec"
@@ -54,6 +60,8 @@ class RunConfig:
     # Price of one accelerator-hour (any currency; None = no cost lines). The run logs
     # device-hours (processes x wall hours) and money spent, and projects both to max_steps.
     gpu_hourly_cost: float | None = None
+    compile: bool = False
+    cudnn_benchmark: bool = True
 
     def __post_init__(self) -> None:
         _check(
@@ -123,7 +131,12 @@ class DataConfig:
 class OptimConfig:
     """Optimisers and schedule. Defaults are DAC's published recipe (descript-audio-codec,
     conf/base.yml): AdamW lr 1e-4, betas (0.8, 0.99), ExponentialLR gamma 0.999996 per step,
-    gradient clipping 1e3 (generator) and 10 (discriminator)."""
+    gradient clipping 1e3 (generator) and 10 (discriminator).
+
+    fused: AdamW implementation. None = the fused kernel (all parameters in one kernel, the
+        step count kept on the device) on CUDA and CPU; False = torch's default (foreach on
+        CUDA, a per-tensor loop on CPU). Same maths either way (a test checks equal losses).
+    """
 
     lr_g: float = 1e-4
     lr_d: float = 1e-4
@@ -133,6 +146,7 @@ class OptimConfig:
     grad_clip_g: float = 1000.0
     grad_clip_d: float = 10.0
     grad_accum: int = 1
+    fused: bool | None = None
 
     def __post_init__(self) -> None:
         _check(self.lr_g > 0, "optim.lr_g", f"must be > 0, got {self.lr_g}")
@@ -363,6 +377,10 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
                     raise ValueError(value)
                 return low in ("true", "1", "yes")
             return bool(value)
+        if tp is str and isinstance(value, bool):
+            # YAML 1.1 reads a bare `no`/`off`/`false` as False (`run.precision=no` on the
+            # command line): a str field gets the word back
+            return "yes" if value else "no"
         if tp is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
         if tp in (int, float, str):

@@ -31,6 +31,15 @@ Non-finite guard
     The learning-rate schedules still advance on a skipped step (as with AMP's scaler), so
     the schedule stays a function of the step number.
 
+Performance switches (``run.compile``, ``run.cudnn_benchmark``, ``optim.fused``)
+    ``torch.compile`` wraps the prepared generator and discriminator *after*
+    ``accelerate.prepare`` (so a DDP module is compiled with DDP's graph splitting at bucket
+    boundaries, and checkpoints, ``unwrap_model`` and validation keep seeing the eager
+    modules and their unprefixed ``state_dict`` keys). Under DeepSpeed the engine compiles
+    its module in place (``DeepSpeedEngine.compile``). cuDNN benchmark mode is set by
+    :func:`build_accelerator` for CUDA runs. Fused AdamW is chosen by :func:`use_fused_adamw`.
+    Each switch's measured effect is in BENCHMARKS.md (``benchmarks/bench_step.py``).
+
 Why DeepSpeed holds only the generator
     One Accelerator holds one DeepSpeed engine, and a generator loss that back-propagates
     through a second engine is a known failure (DeepSpeed issues #399, #4923). So under
@@ -100,6 +109,10 @@ def build_accelerator(cfg: ExperimentConfig) -> Accelerator:
             "config field `run.precision`: fp16 is not supported with DeepSpeed here (its loss "
             "scaler covers the generator engine only); use bf16 or no"
         )
+    if not on_cpu:
+        # Training crops have one fixed shape, so cuDNN's algorithm search runs once per
+        # conv and the fastest kernel is kept (validation's whole chunks add a few shapes).
+        torch.backends.cudnn.benchmark = cfg.run.cudnn_benchmark
     # Rank 0 validates while the others wait in a barrier: the process-group timeout must
     # outlast the longest validation the config allows (bounded by max_seconds of audio).
     timeout = timedelta(minutes=max(30.0, cfg.validation.max_seconds / 60.0 * 4))
@@ -122,9 +135,26 @@ def build_accelerator(cfg: ExperimentConfig) -> Accelerator:
     )
 
 
-def _adamw(params, lr: float, cfg: ExperimentConfig) -> torch.optim.AdamW:
+def use_fused_adamw(cfg: ExperimentConfig, device_type: str) -> bool:
+    """``optim.fused`` with None resolved: fused on CUDA and CPU (the devices whose fused
+    AdamW kernel torch ships and we measured: 2.8-3x faster optimizer steps on CPU than
+    torch's default per-tensor loop, see BENCHMARKS.md)."""
+    if cfg.optim.fused is None:
+        return device_type in ("cuda", "cpu")
+    return cfg.optim.fused
+
+
+def _adamw(params, lr: float, cfg: ExperimentConfig, device_type: str) -> torch.optim.AdamW:
     o = cfg.optim
-    return torch.optim.AdamW(params, lr=lr, betas=o.betas, weight_decay=o.weight_decay)
+    # not fused: None leaves torch's own choice (foreach on CUDA, per-tensor loop on CPU)
+    fused = True if use_fused_adamw(cfg, device_type) else None
+    return torch.optim.AdamW(params, lr=lr, betas=o.betas, weight_decay=o.weight_decay, fused=fused)
+
+
+def _compile(module: nn.Module) -> nn.Module:
+    """``torch.compile`` wrapper around ``module``; the original stays reachable as
+    ``_orig_mod`` (``Accelerator.unwrap_model`` and :func:`_no_sync` look through it)."""
+    return torch.compile(module)
 
 
 class GanEngine:
@@ -139,21 +169,27 @@ class GanEngine:
     def __init__(self, acc: Accelerator, cfg: ExperimentConfig, gen: nn.Module, disc: nn.Module):
         self.acc, self.cfg = acc, cfg
         o = cfg.optim
-        opt_g, opt_d = _adamw(gen.parameters(), o.lr_g, cfg), _adamw(disc.parameters(), o.lr_d, cfg)
+        dev = acc.device.type
+        opt_g = _adamw(gen.parameters(), o.lr_g, cfg, dev)
+        opt_d = _adamw(disc.parameters(), o.lr_d, cfg, dev)
         sched_g = torch.optim.lr_scheduler.ExponentialLR(opt_g, gamma=o.lr_decay)
         sched_d = torch.optim.lr_scheduler.ExponentialLR(opt_d, gamma=o.lr_decay)
         (self.gen, self.disc, self.opt_g, self.opt_d, self.sched_g, self.sched_d) = acc.prepare(
             gen, disc, opt_g, opt_d, sched_g, sched_d
         )
+        if cfg.run.compile:
+            self.gen, self.disc = _compile(self.gen), _compile(self.disc)
         self._gen_params = [p for p in self.gen.parameters() if p.requires_grad]
 
     @property
     def codec(self) -> nn.Module:
-        return self.acc.unwrap_model(self.gen)
+        # the eager module under any compile wrapper: validation, export and the dead-code
+        # reset run it on other shapes and modes, which would only trigger recompiles
+        return self.acc.unwrap_model(self.gen, keep_torch_compile=False)
 
     @property
     def discriminator(self) -> nn.Module:
-        return self.acc.unwrap_model(self.disc)
+        return self.acc.unwrap_model(self.disc, keep_torch_compile=False)
 
     def register_for_checkpointing(self) -> None:
         """Extra objects save_state must cover (none: Accelerate prepared everything)."""
@@ -255,7 +291,7 @@ class DeepSpeedGanEngine(GanEngine):
         self.stage = stage
         self.precision = _autocast_dtype(cfg, acc.device.type)
 
-        opt_g = _adamw(gen.parameters(), o.lr_g, cfg)
+        opt_g = _adamw(gen.parameters(), o.lr_g, cfg, acc.device.type)
         # The engine wraps opt_g (ZeRO steps it on its fp32 partitions with opt_g's
         # param_groups) and engine.step() clips, steps and zeroes. The schedule stays ours:
         # DeepSpeed only drives its own scheduler types, and Accelerate's wrapper for any
@@ -264,16 +300,21 @@ class DeepSpeedGanEngine(GanEngine):
         self.gen, self.opt_g = acc.prepare(gen, opt_g)
         self._base_opt_g = opt_g
         self.engine = self.gen
+        if cfg.run.compile:
+            # in place (module.compile): the engine keeps its module, checkpoints their keys
+            self.engine.compile()
 
         disc = disc.to(acc.device)
         self._disc_module = disc
-        self.opt_d = _adamw(disc.parameters(), o.lr_d, cfg)
+        self.opt_d = _adamw(disc.parameters(), o.lr_d, cfg, acc.device.type)
         self.sched_d = torch.optim.lr_scheduler.ExponentialLR(self.opt_d, gamma=o.lr_decay)
         if acc.num_processes > 1:
             ids = [acc.local_process_index] if acc.device.type == "cuda" else None
             self.disc = nn.parallel.DistributedDataParallel(disc, device_ids=ids)
         else:
             self.disc = disc
+        if cfg.run.compile:
+            self.disc = _compile(self.disc)
 
     @property
     def codec(self) -> nn.Module:
@@ -385,6 +426,7 @@ def _autocast_dtype(cfg: ExperimentConfig, device_type: str) -> torch.dtype | No
 
 
 def _no_sync(module: nn.Module):
+    module = getattr(module, "_orig_mod", module)  # a torch.compile wrapper: its DDP inside
     if isinstance(module, nn.parallel.DistributedDataParallel):
         return module.no_sync()
     return contextlib.nullcontext()

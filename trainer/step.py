@@ -24,10 +24,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 from torch import nn
 
+from codec.build import build_codec, build_discriminator, build_generator_loss
 from codec.losses import discriminator_loss
-from trainer.engine import GanEngine
+from trainer.config import ExperimentConfig
+from trainer.engine import GanEngine, build_engine
 
 
 @dataclass
@@ -83,3 +87,17 @@ def gan_step(
                 eng.backward_gen(loss_g / grad_accum, last)
     gnorm_g, ok_g = eng.step_gen()
     return StepResult(loss_d.detach(), loss_g.detach(), terms, gnorm_g, gnorm_d, ok_g, ok_d)
+
+
+def build_step_objects(acc: Accelerator, cfg: ExperimentConfig) -> tuple[GanEngine, nn.Module]:
+    """The engine (both models, optimisers, schedules; compiled per ``run.compile``) and the
+    generator loss that :func:`gan_step` needs, exactly as the training loop builds them.
+
+    Seeds the global RNGs with ``run.seed`` first, so every rank (and every benchmark run)
+    starts from identical weights.
+    """
+    set_seed(cfg.run.seed)
+    sr = cfg.codec.sample_rate
+    gen, disc = build_codec(cfg.codec), build_discriminator(cfg.discriminator, sr)
+    loss_fn = build_generator_loss(cfg.loss, sr).to(acc.device)
+    return build_engine(acc, cfg, gen, disc), loss_fn  # DDP, or the generator in DeepSpeed

@@ -91,3 +91,27 @@ def test_unknown_flag_and_missing_file():
         load_config("configs/missing.yaml")
     with pytest.raises(ConfigError, match="unknown config field"):
         config_from_dict({"trainer": {}})
+
+
+def test_speed_switches_default_and_override(tmp_path):
+    """run.compile off, cuDNN benchmark on, optim.fused auto (None) unless told; the YAML
+    round trip keeps an explicit choice, and a non-boolean names its field."""
+    cfg = load_config("configs/telugu16k.yaml")
+    assert (cfg.run.compile, cfg.run.cudnn_benchmark, cfg.optim.fused) == (False, True, None)
+    cfg = load_config(
+        "configs/debug.yaml", ["run.compile=true", "run.cudnn_benchmark=false", "optim.fused=no"]
+    )
+    assert (cfg.run.compile, cfg.run.cudnn_benchmark, cfg.optim.fused) == (True, False, False)
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml").optim.fused is False
+    assert load_config("configs/debug.yaml", ["optim.fused=null"]).optim.fused is None
+    with pytest.raises(ConfigError, match="optim.fused"):
+        load_config("configs/debug.yaml", ["optim.fused=sometimes"])
+    with pytest.raises(ConfigError, match="run.compile"):
+        load_config("configs/debug.yaml", ["run.compile=maybe"])
+
+
+def test_bare_no_is_a_precision_not_a_bool():
+    # YAML 1.1 reads `no` as False; the str field must still get "no" (fp32)
+    assert load_config("configs/debug.yaml", ["run.precision=no"]).run.precision == "no"
+    assert load_config("configs/debug.yaml", ["run.precision=bf16"]).run.precision == "bf16"
