@@ -33,7 +33,6 @@ import argparse
 import datetime
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -44,7 +43,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from benchmarks.machine import describe
+from benchmarks.machine import describe, peak_rss_gib
 from codec.build import build_codec
 from infer.api import TeluCodec
 from infer.codefile import HEADER_BYTES
@@ -136,13 +135,13 @@ def rtf_child(export: str, spec: str, out_npz: str) -> None:
     x = synth.speech_like(s["seconds"], tc.sample_rate, seed=2)
     r = rtf(tc, x, s["n_q"])
     np.savez(out_npz, codes=r.pop("codes").codes, audio=r.pop("audio"))
-    r.update(load_s=load_s, maxrss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    r.update(load_s=load_s, maxrss_mib=peak_rss_gib() * 1024,
              load=load_avg())  # fmt: skip
     print(json.dumps(r))
 
 
 def long_child(export: str, wav: str, tcc: str, out: str, threads: int) -> None:
-    """Runs in a fresh process so ``ru_maxrss`` is this round trip's own peak."""
+    """Runs in a fresh process so the peak RSS is this round trip's own."""
     torch.set_num_threads(threads)
     tc = TeluCodec.load(export)
     t0 = time.perf_counter()
@@ -152,7 +151,7 @@ def long_child(export: str, wav: str, tcc: str, out: str, threads: int) -> None:
     t2 = time.perf_counter()
     print(json.dumps({"gain_db": cf.gain_db, "loudness_in": cf.loudness_lufs,
                       "encode_s": t1 - t0, "decode_s": t2 - t1, "load": load_avg(),
-                      "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))  # fmt: skip
+                      "maxrss_mib": peak_rss_gib() * 1024}))  # fmt: skip
 
 
 # ---- sections ----------------------------------------------------------------------------

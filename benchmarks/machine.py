@@ -26,3 +26,16 @@ def describe() -> str:
     except ImportError:
         pass
     return text
+
+
+def peak_rss_gib() -> float:
+    """This process's own peak RSS in GiB: VmHWM, not ``ru_maxrss`` (Linux copies the parent's
+    ``ru_maxrss`` into a child across fork+exec, so a benchmark child started from a big
+    process would report the parent's peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -173,12 +173,23 @@ def make_batch(batch: int, samples: int, seed: int, device: torch.device) -> tor
     return (x * (10 ** (-26 / 20)) / rms).to(device)
 
 
+def _peak_rss_gib() -> float:
+    """This process's own peak RSS in GiB: VmHWM, not ru_maxrss (Linux copies the parent's
+    ru_maxrss into a child across fork+exec, so a child started from a big process would
+    report the parent's peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def _peak_memory(dev: torch.device) -> dict[str, float]:
     """CUDA: max allocated, ``peak_mem_gib``; CPU: the process's peak RSS, ``peak_rss_gib``
-    (includes torch itself; ru_maxrss is KiB on Linux). One key, so readers can tell them apart."""
+    (includes torch itself). One key, so readers can tell them apart."""
     if dev.type == "cuda":
         return {"peak_mem_gib": torch.cuda.max_memory_allocated(dev) / 2**30}
-    return {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    return {"peak_rss_gib": _peak_rss_gib()}
 
 
 def _sync(device: torch.device) -> None:
