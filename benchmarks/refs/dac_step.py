@@ -22,19 +22,13 @@ Usage (repository root, reference venv):
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import math
-import resource
-import statistics
 import sys
-import time
-import warnings
 from importlib import metadata
 
 import torch
+from _harness import common_record, emit, make_batch, parse_args, time_steps
 
+PROG = "dac_step"
 SAMPLE_RATE = 16000  # Hz, the recipe's DAC.sample_rate
 
 # conf/final/16khz.yml, "Model setup" and "Quantization".
@@ -162,94 +156,26 @@ def train_step(state: dict, audio: torch.Tensor) -> dict[str, float]:
     return {k: float(v) for k, v in output.items()}
 
 
-def make_batch(batch: int, samples: int, seed: int, device: torch.device) -> torch.Tensor:
-    """``[batch, 1, samples]`` of two tones plus white noise at -26 dBFS RMS, seeded."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(samples) / SAMPLE_RATE
-    f0 = 100.0 + 200.0 * torch.rand(batch, 1, 1, generator=g)
-    x = torch.sin(2 * math.pi * f0 * t) + 0.5 * torch.sin(2 * math.pi * 7.3 * f0 * t)
-    x = x + 0.3 * torch.randn(batch, 1, samples, generator=g)
-    rms = x.pow(2).mean(dim=-1, keepdim=True).sqrt()
-    return (x * (10 ** (-26 / 20)) / rms).to(device)
-
-
-def _peak_rss_gib() -> float:
-    """This process's own peak RSS in GiB: VmHWM, not ru_maxrss (Linux copies the parent's
-    ru_maxrss into a child across fork+exec, so a child started from a big process would
-    report the parent's peak)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def _peak_memory(dev: torch.device) -> dict[str, float]:
-    """CUDA: max allocated, ``peak_mem_gib``; CPU: the process's peak RSS, ``peak_rss_gib``
-    (includes torch itself). One key, so readers can tell them apart."""
-    if dev.type == "cuda":
-        return {"peak_mem_gib": torch.cuda.max_memory_allocated(dev) / 2**30}
-    return {"peak_rss_gib": _peak_rss_gib()}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def run(
-    batch: int,
-    segment_samples: int,
-    steps: int,
-    warmup: int,
-    device: str,
-    tiny: bool,
-    seed: int = 0,
-) -> dict:
+def run(args) -> dict:
     """Builds DAC, runs ``warmup + steps`` training steps on one fixed batch, times the last
     ``steps`` and returns the JSON record (times in seconds, memory in GiB)."""
     from audiotools.core import util as at_util
 
-    dev = torch.device(device)
+    dev = torch.device(args.device)
     if dev.type == "cuda":
         # DAC's train.py turns the cuDNN autotuner on (CUDNN_BENCHMARK defaults to 1).
         torch.backends.cudnn.benchmark = True
         torch.cuda.reset_peak_memory_stats(dev)
-    at_util.seed(seed)  # what DAC's train() calls: torch, numpy and random
-    state = build(tiny, dev)
-    audio = make_batch(batch, segment_samples, seed, dev)
-
-    times, mel = [], []
-    for i in range(warmup + steps):
-        _sync(dev)
-        t0 = time.perf_counter()
-        logs = train_step(state, audio)
-        _sync(dev)
-        dt = time.perf_counter() - t0
-        mel.append(logs["mel/loss"])
-        if not all(math.isfinite(v) for v in logs.values()):
-            raise RuntimeError(f"dac_step: non-finite loss at step {i}: {logs}")
-        if i >= warmup:
-            times.append(dt)
-
-    median = statistics.median(times)
+    at_util.seed(args.seed)  # what DAC's train() calls: torch, numpy and random
+    state = build(args.tiny, dev)
+    audio = make_batch(args.batch, args.segment_samples, args.seed, dev, SAMPLE_RATE)
+    times, mel = time_steps(
+        PROG, lambda: train_step(state, audio), args.warmup, args.steps, dev, "mel/loss"
+    )
     return {
         "impl": "dac",
         "version": metadata.version("descript-audio-codec"),
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(),
-        "tiny": tiny,
-        "batch": batch,
-        "segment_samples": segment_samples,
-        "sample_rate": SAMPLE_RATE,
-        "params_generator": sum(p.numel() for p in state["generator"].parameters()),
-        "params_discriminator": sum(p.numel() for p in state["discriminator"].parameters()),
-        "step_times_s": times,
-        "step_time_s_median": median,
-        "audio_seconds_per_second": batch * segment_samples / SAMPLE_RATE / median,
-        **_peak_memory(dev),
-        "precision": "fp32",
+        **common_record(dev, args, SAMPLE_RATE, state["generator"], state["discriminator"], times),
         "recon_loss": "dac MelSpectrogramLoss (recipe settings), every step incl. warmup",
         "recon_loss_per_step": mel,
         "notes": (
@@ -262,57 +188,16 @@ def run(
             "the losses compare the output with the same span of the input."
             + (
                 " --tiny: encoder_dim 8, decoder_dim 64, 4 codebooks, MPD [2], MRD [512]."
-                if tiny
+                if args.tiny
                 else ""
             )
         ),
     }
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", type=int, default=2, help="examples per step")
-    p.add_argument("--segment-samples", type=int, default=8000, help="samples at 16 kHz")
-    p.add_argument("--steps", type=int, default=5, help="timed steps")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--tiny", action="store_true", help="shrunken model for CI")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0)
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    for name in ("batch", "steps"):
-        if getattr(args, name) < 1:
-            sys.exit(f"dac_step: --{name} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        sys.exit(f"dac_step: --warmup must be >= 0, got {args.warmup}")
-    if args.segment_samples < MIN_SEGMENT:
-        sys.exit(
-            f"dac_step: --segment-samples must be >= {MIN_SEGMENT} (longest STFT window), "
-            f"got {args.segment_samples}"
-        )
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("dac_step: --device cuda but torch.cuda.is_available() is False")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    # The caller reads exactly one JSON line from stdout: anything the libraries print goes to
-    # stderr, and DAC's own train.py silences UserWarnings the same way.
-    warnings.filterwarnings("ignore", category=UserWarning)
-    with contextlib.redirect_stdout(sys.stderr):
-        record = run(
-            args.batch,
-            args.segment_samples,
-            args.steps,
-            args.warmup,
-            args.device,
-            args.tiny,
-            args.seed,
-        )
-    print(json.dumps(record), flush=True)
-    return 0
+    args = parse_args(PROG, __doc__.split("\n\n")[0], argv, MIN_SEGMENT)
+    return emit(lambda: run(args))
 
 
 if __name__ == "__main__":
