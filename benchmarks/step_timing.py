@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.machine import peak_rss_gib
+
 ROOT = Path(__file__).resolve().parents[1]
 REFS = {
     "dac": ROOT / "benchmarks" / "refs" / "dac_step.py",
@@ -126,16 +128,6 @@ def _reset_cpu_peak() -> bool:
         return False
 
 
-def _cpu_peak_gib() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 2**20
-    except OSError:
-        pass
-    return None
-
-
 def time_gan_steps(
     eng,
     loss_fn,
@@ -185,7 +177,7 @@ def time_gan_steps(
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**30
     else:
-        peak = _cpu_peak_gib()
+        peak = peak_rss_gib()
     found = None
     if sync_debug and device.type == "cuda":
         with warnings.catch_warnings(record=True) as caught:
