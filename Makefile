@@ -12,7 +12,7 @@ DEMO   ?= runs/demo
 # same when idle and 2.3x faster with one busy neighbour (see BENCHMARKS.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install refs demo test lint format clean wheels-gpu
+.PHONY: install refs demo test lint format clean wheels-gpu gpu-data
 
 install: $(STAMP)
 
@@ -46,9 +46,18 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# cp312 wheels for the lent GPU machine (no network there); see scripts/gather-gpu-wheels.sh
-wheels-gpu: install
+# What a lent GPU machine (no network, 64 MiB carried per call) needs: cp312 wheels in
+# .whl/{core,wandb,ref} (scripts/gather-gpu-wheels.sh) and the Telugu clips as 16-bit shards,
+# speakers held out, in .gpu-data/telugu-emotion (26 MiB; the source FLACs are 106 MiB).
+# launch/README.md, "GPU checks", has the commands that use them.
+wheels-gpu: install refs
 	bash scripts/gather-gpu-wheels.sh
 
+GPU_DATA_SRC ?= ../shared/data/telugu-emotion
+gpu-data: install
+	$(VENV)/bin/telucodec-prep $(GPU_DATA_SRC) --out .gpu-data/telugu-emotion --overwrite \
+	    --flac-bits 16 --split file --val-fraction 0.1 --group-regex 'SPK[FM]\d+' --quiet
+	du -sh .gpu-data/telugu-emotion
+
 clean:
-	rm -rf $(VENV) .venv-ref runs .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-ref runs .whl .gpu-data .pytest_cache .ruff_cache *.egg-info

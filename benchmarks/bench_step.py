@@ -111,9 +111,13 @@ def _merge(base: dict, over: dict) -> dict:
 # ----------------------------------------------------------------------------- data
 
 
-def prepare_shards(data: Path | None, workdir: Path, tiny: bool) -> Path:
+def prepare_shards(
+    data: Path | None, workdir: Path, tiny: bool, group_regex: str | None = None
+) -> Path:
     """A shard folder: ``data`` itself if it holds a manifest, else ``data`` (an audio
-    folder) prepped into ``workdir/shards``, else generated speech-like audio prepped."""
+    folder) prepped into ``workdir/shards`` (validation files 10%, whole groups when
+    ``group_regex`` names a speaker field in the file names), else generated speech-like
+    audio prepped."""
     from shards import synth
     from shards.prep import PrepConfig, prep_corpus
     from shards.split import SplitConfig
@@ -124,7 +128,8 @@ def prepare_shards(data: Path | None, workdir: Path, tiny: bool) -> Path:
     if data is not None:
         if not data.is_dir():
             raise FileNotFoundError(f"--data {data}: not a folder")
-        cfg = PrepConfig(split=SplitConfig(mode="file", val_fraction=0.1), overwrite=True)
+        split = SplitConfig(mode="file", val_fraction=0.1, group_regex=group_regex)
+        cfg = PrepConfig(split=split, overwrite=True)
         prep_corpus(data, out, cfg, progress=False)
         return out
     corpus = workdir / "corpus"
@@ -358,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("bf16", "no", "auto", "fp16"), default=None)
     p.add_argument("--compile", action="store_true", help="run.compile=true")
     p.add_argument("--refs", default="dac,encodec", help="comma list of dac, encodec, or none")
-    p.add_argument("--ref-python", type=Path, default=ROOT / ".venv-ref" / "bin" / "python")
+    p.add_argument("--ref-python", default=str(ROOT / ".venv-ref" / "bin" / "python"))
     p.add_argument("--ref-timeout", type=float, default=1800.0, help="seconds per reference")
     p.add_argument(
         "--data",

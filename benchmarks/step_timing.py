@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import statistics
 import subprocess
 import time
@@ -275,9 +276,18 @@ def peak_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float | None,
 # ----------------------------------------------------------------------------- references
 
 
+def resolve_python(python: str | Path) -> str | None:
+    """A reference interpreter as a runnable path: a file, or a name on PATH (``python3`` on
+    a GPU machine whose own Python carries the reference wheels); None if neither."""
+    path = Path(python)
+    if path.is_file():
+        return str(path)
+    return shutil.which(str(python))
+
+
 def run_reference(
     name: str,
-    python: Path,
+    python: str | Path,
     batch: int,
     segment: int,
     steps: int,
@@ -288,12 +298,13 @@ def run_reference(
 ) -> dict:
     """Run one reference timer; its JSON line, or ``{"impl": name, "error": why}``."""
     script = REFS[name]
-    if not python.exists():
+    exe = resolve_python(python)
+    if exe is None:
         return {"impl": name, "error": f"reference python {python} not found"}
     if not script.exists():
         return {"impl": name, "error": f"{script.relative_to(ROOT)} not found"}
     cmd = [
-        str(python),
+        exe,
         str(script),
         "--batch",
         str(batch),

@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-shard-samples", type=int, default=d.max_shard_samples)
     p.add_argument("--max-shard-mb", type=float, default=d.max_shard_bytes / 2**20)
+    p.add_argument(
+        "--flac-bits",
+        type=int,
+        choices=(16, 24),
+        default=d.flac_bits,
+        help="PCM depth of the stored FLAC (16: half the size)",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument(
         "--overwrite",
@@ -121,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             max_shard_samples=args.max_shard_samples,
             max_shard_bytes=int(args.max_shard_mb * 2**20),
             workers=args.workers,
+            flac_bits=args.flac_bits,
             overwrite=args.overwrite,
         )
     except ValueError as e:

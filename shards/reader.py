@@ -365,8 +365,9 @@ def make_train_loader(
 
 
 class ValItem(NamedTuple):
-    """One validation chunk: its key, the whole chunk (float32 [1, n] at the manifest's
-    sample rate) and its metadata (the sample's JSON, ``{}`` if it has none)."""
+    """One whole chunk of a split (:func:`iter_validation`, :func:`iter_chunks`): its key, the
+    audio (float32 [1, n] at the manifest's sample rate) and its metadata (the sample's JSON,
+    ``{}`` if it has none)."""
 
     key: str
     audio: torch.Tensor
@@ -380,16 +381,31 @@ def iter_validation(
     max_items: int | None = None,
     max_seconds: float | None = None,
 ) -> Iterator[ValItem]:
-    """Every chunk of the ``val`` split, whole, in the same order on every call and rank.
+    """Every chunk of the ``val`` split, whole, in the same order on every call and rank
+    (see :func:`iter_chunks`)."""
+    return iter_chunks(
+        manifest_or_dir, "val", base=base, max_items=max_items, max_seconds=max_seconds
+    )
+
+
+def iter_chunks(
+    manifest_or_dir: Manifest | str | os.PathLike,
+    split: str,
+    *,
+    base: str | os.PathLike | None = None,
+    max_items: int | None = None,
+    max_seconds: float | None = None,
+) -> Iterator[ValItem]:
+    """Every chunk of ``split``, whole, in the same order on every call and rank.
 
     Order: shards in manifest order, samples in tar order. Stops after ``max_items`` chunks,
     or once the chunks yielded reach ``max_seconds`` of audio (the chunk that reaches it is
     included), whichever comes first; the bounded set is always a prefix of the full one.
     """
-    manifest, urls = resolve_shards(manifest_or_dir, "val", base)
-    shards = manifest.splits["val"].shards
-    if not shards or manifest.splits["val"].samples == 0:
-        raise ValueError(f"{manifest_or_dir}: the val split is empty")
+    manifest, urls = resolve_shards(manifest_or_dir, split, base)
+    shards = manifest.splits[split].shards
+    if not shards or manifest.splits[split].samples == 0:
+        raise ValueError(f"{manifest_or_dir}: the {split} split is empty")
     if max_items is not None and max_items < 1:
         raise ValueError(f"max_items must be >= 1 or None, got {max_items}")
     if max_seconds is not None and max_seconds <= 0:

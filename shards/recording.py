@@ -65,10 +65,11 @@ def chunk_key(file_id: str, index: int) -> str:
     return f"{file_id}-c{index:05d}"
 
 
-def encode_flac(x, rate: int) -> bytes:
-    """Mono float32 (samples,) -> FLAC bytes, 24-bit PCM (lossless for the stored level)."""
+def encode_flac(x, rate: int, bits: int = 24) -> bytes:
+    """Mono float32 (samples,) -> FLAC bytes, ``bits``-bit PCM (24: lossless for the stored
+    level to ~ -144 dBFS; 16: ~ -98 dBFS, half the bytes)."""
     buf = io.BytesIO()
-    sf.write(buf, x, rate, format="FLAC", subtype="PCM_24")
+    sf.write(buf, x, rate, format="FLAC", subtype=f"PCM_{bits}")
     return buf.getvalue()
 
 
@@ -176,7 +177,7 @@ def process_recording(
                 )
                 record = (
                     chunk_key(src.file_id, piece.index),
-                    encode_flac(out, rate),
+                    encode_flac(out, rate, config.flac_bits),
                     meta.to_json(),
                     dur,
                 )

@@ -163,9 +163,14 @@ class ValidationConfig:
     kbps: bitrates to validate at; each maps to the number of codebooks that gives at most
         that bitrate (and at least one codebook).
     max_items / max_seconds: bound the validation set (full chunks, fixed order).
+    every_minutes: also validate once this much wall time has passed since the last
+        validation began (None = by steps only). For comparisons at a fixed time budget,
+        where step rates differ; checked every step on one process and at log steps on
+        several (the ranks agree there, as for run.max_minutes).
     """
 
     every_steps: int = 500
+    every_minutes: float | None = None
     kbps: tuple[float, ...] = (2.0, 4.0, 6.0)
     max_items: int = 32
     max_seconds: float = 300.0
@@ -176,6 +181,11 @@ class ValidationConfig:
         _check(len(self.kbps) > 0, "validation.kbps", "must list at least one bitrate")
         _check(all(k > 0 for k in self.kbps), "validation.kbps", "bitrates must be > 0")
         _check(self.max_items > 0, "validation.max_items", "must be > 0")
+        _check(
+            self.every_minutes is None or self.every_minutes > 0,
+            "validation.every_minutes",
+            "must be > 0 or null",
+        )
 
 
 @dataclass

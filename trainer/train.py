@@ -206,6 +206,7 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
     saved: Path | None = None
     stop_reason = "max_steps"
     t_start = time.time()
+    t_last_val = t_start  # when the last validation began (validation.every_minutes)
     t_window, steps_window = time.time(), 0
 
     def micro_batches():
@@ -303,29 +304,21 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
                 logs["codebook/usage_mean"],
             )
 
-        out_of_time = False
-        if cfg.run.max_minutes is not None:
-            late = (time.time() - t_start) / 60 >= cfg.run.max_minutes
-            if acc.num_processes == 1:
-                out_of_time = late
-            elif state.step % cfg.run.log_every == 0:
-                # all ranks must stop at the same step: they agree at log steps only, so the
-                # check adds no collective (and no host sync) to the other steps
-                flag = torch.tensor([float(late)], device=acc.device)
-                out_of_time = acc.reduce(flag, "sum").item() > 0
+        out_of_time, val_due = _clock(acc, cfg, state.step, t_start, t_last_val)
         done = state.step >= cfg.run.max_steps or out_of_time
         if out_of_time:
             stop_reason = f"max_minutes ({cfg.run.max_minutes})"
 
         is_best = False
-        if state.step % cfg.validation.every_steps == 0 or done:
+        if state.step % cfg.validation.every_steps == 0 or done or val_due:
+            t_last_val = time.time()
             early = None  # the early-stop verdict, taken on rank 0
             if acc.is_main_process:
                 # eager: a model compiled in place (DeepSpeed's engine.compile) would otherwise
                 # recompile for validation's shapes (measured 112 s vs 0.6 s, debug preset)
                 with torch.compiler.set_stance("force_eager"):
                     val_result = _run_validation(
-                        cfg, acc, eng, n_q_val, kbps_of, tracker, state.step
+                        cfg, acc, eng, n_q_val, kbps_of, tracker, state.step, t_last_val - t_start
                     )
                 at = val_result.at(default_n_q)
                 if at.mel_distance < state.best_val_mel:
@@ -363,7 +356,29 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
     return res
 
 
-def _run_validation(cfg, acc, eng, n_q_val, kbps_of, tracker, step):
+def _clock(acc, cfg, step: int, t_start: float, t_last_val: float) -> tuple[bool, bool]:
+    """``(out of time, validation due by the clock)``, the same on every rank.
+
+    One process: read every step. Several: every rank must stop (and validate) at the same
+    step, so they agree at log steps only; the check adds no collective (and no host sync)
+    to the other steps.
+    """
+    max_min, every_min = cfg.run.max_minutes, cfg.validation.every_minutes
+    if max_min is None and every_min is None:
+        return False, False
+    if acc.num_processes > 1 and step % cfg.run.log_every != 0:
+        return False, False
+    now = time.time()
+    late = max_min is not None and (now - t_start) / 60 >= max_min
+    due = every_min is not None and (now - t_last_val) / 60 >= every_min
+    if acc.num_processes == 1:
+        return late, due
+    flags = acc.reduce(torch.tensor([float(late), float(due)], device=acc.device), "sum")
+    late_all, due_all = (flags > 0).tolist()
+    return bool(late_all), bool(due_all)
+
+
+def _run_validation(cfg, acc, eng, n_q_val, kbps_of, tracker, step, elapsed_s: float):
     codec = eng.codec
     t0 = time.time()
     items = iter_validation(
@@ -382,7 +397,9 @@ def _run_validation(cfg, acc, eng, n_q_val, kbps_of, tracker, step):
         audio_examples=cfg.validation.audio_examples,
     )
     log.info("step %d %s (%.1f s)", step, res.table(), time.time() - t0)
-    tracker.log(res.flat(), step=step)
+    # wall time this session had trained when validation began: curves against time, for
+    # comparisons at a fixed budget (benchmarks/bench_budget.py)
+    tracker.log({**res.flat(), "val/session_wall_s": elapsed_s}, step=step)
     run = tracker.run()
     if run is not None and res.examples:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,14 @@ def test_compiled_training_run_matches_eager(shards, tmp_path):
     weights = sorted(comp.checkpoint.glob("model*.safetensors"))
     assert weights
     assert not any("_orig_mod" in k for w in weights for k in load_file(w))
+
+
+def test_reference_python_may_be_a_path_or_a_name_on_path(tmp_path):
+    """A GPU machine runs the references with its own ``python3`` (--ref-python python3)."""
+    import shutil
+
+    from benchmarks.step_timing import resolve_python
+
+    assert resolve_python("python3") == shutil.which("python3") is not None
+    assert resolve_python(sys.executable) == sys.executable
+    assert resolve_python(tmp_path / "no-such-python") is None

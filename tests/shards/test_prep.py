@@ -246,6 +246,21 @@ def test_determinism_across_worker_counts(tmp_path):
     assert a.manifest.to_dict() == b.manifest.to_dict()
 
 
+def test_16_bit_shards_hold_the_same_audio_to_16_bit_precision(tmp_path, shard_reader):
+    src = tmp_path / "in"
+    synth.write(src / "rec.wav", synth.speech_like(6.0, 44_100, seed=3, peak=0.5), 44_100, "PCM_16")
+    cfg = dict(split=SplitConfig(val_fraction=0.0), workers=1)
+    prep_corpus(src, tmp_path / "s24", PrepConfig(**cfg), progress=False)
+    prep_corpus(src, tmp_path / "s16", PrepConfig(flac_bits=16, **cfg), progress=False)
+    a, b = shard_reader(tmp_path / "s24"), shard_reader(tmp_path / "s16")
+    assert [s["key"] for s in a] == [s["key"] for s in b] and a
+    for x, y in zip(a, b, strict=True):
+        assert (x["subtype"], y["subtype"]) == ("PCM_24", "PCM_16")
+        assert np.max(np.abs(x["audio"] - y["audio"])) <= 2**-16  # half an LSB at 16 bits
+    size = {d: sum(p.stat().st_size for p in (tmp_path / d).glob("*.tar")) for d in ("s16", "s24")}
+    assert size["s16"] < size["s24"]
+
+
 def test_time_split_holds_out_the_tail_with_a_gap(tmp_path, shard_reader):
     src = tmp_path / "in"
     for i in range(2):
@@ -397,6 +412,7 @@ def test_cli(tmp_path, capsys):
         ({"peak_ceiling_dbfs": 1}, "peak_ceiling_dbfs"),
         ({"workers": 0}, "workers"),
         ({"speaker_regex": "("}, "speaker_regex"),
+        ({"flac_bits": 8}, "flac_bits"),
     ],
 )
 def test_config_errors_name_the_field(kwargs, field):

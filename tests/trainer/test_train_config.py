@@ -77,6 +77,7 @@ def test_old_script_flags():
         ("data.batch_size=abc", "data.batch_size"),
         ("data.bogus=1", "bogus"),
         ("codec.n_codebooks=0", "n_codebooks"),
+        ("validation.every_minutes=0", "validation.every_minutes"),
     ],
 )
 def test_bad_values_name_the_field(override, field):
