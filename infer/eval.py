@@ -139,6 +139,46 @@ def _parse_list(text: str) -> list[float]:
     return [float(v) for v in text.replace(",", " ").split()] if text.strip() else []
 
 
+def log_to_wandb(result: dict, paths: dict, project: str, mode: str, out: Path) -> str | None:
+    """The summary table, per-file results and the plot as one W&B run (``job_type`` eval),
+    in the trainer's mode rules (auto: online with a key, else offline under ``out``). The
+    files on disk are the result; a W&B failure is reported, never fatal. Returns the run's
+    folder, or None when logging failed."""
+    from trainer.config import WandbConfig
+    from trainer.tracking import resolve_mode
+
+    try:
+        import wandb
+
+        run = wandb.init(
+            project=project,
+            job_type="eval",
+            config=result["model"],
+            mode=resolve_mode(WandbConfig(mode=mode)),
+            dir=str(out),
+        )
+        cols = ["system", "kbps", *METRICS]
+        run.log(
+            {
+                "eval/summary": wandb.Table(
+                    columns=cols, data=[[r.get(c) for c in cols] for r in result["summary"]]
+                ),
+                "eval/files": wandb.Table(
+                    columns=["file", *cols],
+                    data=[[r["file"], *(r.get(c) for c in cols)] for r in result["results"]],
+                ),
+                "eval/plot": wandb.Image(str(paths["png"])),
+            }
+        )
+        run_dir = run.dir
+        run.finish()
+        return str(Path(run_dir).parent)
+    except Exception as e:  # noqa: BLE001 - the eval's files are written already
+        print(f"telucodec-eval: W&B logging failed ({type(e).__name__}: {e}); "
+              f"the results are in {out}", file=sys.stderr)  # fmt: skip
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="telucodec-eval", description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="export folder (model.safetensors + codec.json)")
@@ -152,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=None, help="score only the first N s")
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda:N")
     p.add_argument("--wandb-project", default=None, help="also log the table and plot to W&B")
+    p.add_argument("--wandb-mode", default="auto", choices=("auto", "online", "offline"),
+                   help="auto: online with an API key, else offline (wandb sync later)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -174,15 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(v) for v in paths.values()))
     if args.wandb_project:
-        import wandb
-
-        run = wandb.init(project=args.wandb_project, job_type="eval", config=result["model"])
-        cols = ["system", "kbps", *METRICS]
-        table = wandb.Table(
-            columns=cols, data=[[r.get(c) for c in cols] for r in result["summary"]]
-        )
-        run.log({"eval/summary": table, "eval/plot": wandb.Image(str(paths["png"]))})
-        run.finish()
+        log_to_wandb(result, paths, args.wandb_project, args.wandb_mode, Path(args.out))
     return 0
 
 

@@ -71,3 +71,42 @@ def test_eval_missing_folder(tmp_path, tiny_export, capsys, bad):
     rc = ev.main(["--model", str(tiny_export), "--audio", str(tmp_path / bad), "--out",
                   str(tmp_path / "o")])  # fmt: skip
     assert rc == 2 and "not a folder" in capsys.readouterr().err
+
+
+def test_eval_logs_table_and_plot_to_wandb_offline(tmp_path, tiny_export, monkeypatch):
+    """Without an API key the run is offline under --out (no network, nothing asked), and it
+    holds the summary table, the per-file table and the plot."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc key
+    src = tmp_path / "audio"
+    src.mkdir()
+    sf.write(src / "a.wav", speech(1.5, seed=3), SR)
+    out = tmp_path / "out"
+    rc = ev.main(["--model", str(tiny_export), "--audio", str(src), "--out", str(out),
+                  "--n-q", "2", "--opus-kbps", "", "--no-progress",
+                  "--wandb-project", "telucodec-eval-test"])  # fmt: skip
+    assert rc == 0
+    (run,) = (out / "wandb").glob("offline-run-*")
+    tables = {p.name.split("_")[0]: p for p in run.glob("files/media/table/eval/*.table.json")}
+    assert set(tables) == {"summary", "files"}
+    summary = json.loads(tables["summary"].read_text())
+    assert summary["columns"][:2] == ["system", "kbps"] and summary["data"][0][0] == "telucodec"
+    assert list(run.glob("files/media/images/eval/plot_*.png"))
+
+
+def test_eval_survives_a_broken_wandb(tmp_path, tiny_export, monkeypatch, capsys):
+    import wandb
+
+    def broken(**_):
+        raise RuntimeError("no route to host")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    src = tmp_path / "audio"
+    src.mkdir()
+    sf.write(src / "a.wav", speech(1.0, seed=4), SR)
+    rc = ev.main(["--model", str(tiny_export), "--audio", str(src), "--out",
+                  str(tmp_path / "out"), "--n-q", "1", "--opus-kbps", "", "--no-progress",
+                  "--wandb-project", "p"])  # fmt: skip
+    assert rc == 0 and (tmp_path / "out" / "eval.json").is_file()
+    assert "W&B logging failed (RuntimeError: no route to host)" in capsys.readouterr().err
