@@ -162,14 +162,17 @@ def write_long_wav(
     *,
     seed: int = 0,
     block_seconds: float = 30.0,
+    pool: np.ndarray | None = None,
 ) -> Path:
-    """Write a long 16-bit WAV block by block (memory stays at one block + a 60 s pool).
+    """Write a long 16-bit WAV block by block (memory stays at one block + the pool).
 
-    The audio cycles through a 60 s speech-like pool with a different offset and gain per
+    The audio cycles through ``pool`` (mono at ``rate``; default a 60 s speech-like signal,
+    e.g. real held-out speech for a trained model) with a different offset and gain per
     block, so levels vary over time the way a long recording's do.
     """
     rng = np.random.default_rng(seed)
-    pool = speech_like(60, rate, seed=seed, peak=0.5)
+    if pool is None:
+        pool = speech_like(60, rate, seed=seed, peak=0.5)
     total = int(round(hours * 3600 * rate))
     block = int(block_seconds * rate)
     p = Path(path)
