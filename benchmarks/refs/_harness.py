@@ -106,8 +106,27 @@ def common_record(
     discriminator: torch.nn.Module,
     times: list[float],
 ) -> dict:
-    """The record's keys both references fill the same way."""
+    """The record's keys both step timers fill the same way."""
     median = statistics.median(times)
+    return {
+        **identity(dev, args, sample_rate, generator, discriminator),
+        "step_times_s": times,
+        "step_time_s_median": median,
+        "audio_seconds_per_second": args.batch * args.segment_samples / sample_rate / median,
+        **peak_memory(dev),
+        "precision": "fp32",
+    }
+
+
+def identity(
+    dev: torch.device,
+    args,
+    sample_rate: int,
+    generator: torch.nn.Module,
+    discriminator: torch.nn.Module,
+) -> dict:
+    """What ran where: torch, device, threads, sizes and parameter counts (every script's
+    record starts with these)."""
     return {
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
@@ -118,11 +137,6 @@ def common_record(
         "sample_rate": sample_rate,
         "params_generator": sum(p.numel() for p in generator.parameters()),
         "params_discriminator": sum(p.numel() for p in discriminator.parameters()),
-        "step_times_s": times,
-        "step_time_s_median": median,
-        "audio_seconds_per_second": args.batch * args.segment_samples / sample_rate / median,
-        **peak_memory(dev),
-        "precision": "fp32",
     }
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _harness import emit
+from _harness import emit, identity
 from dac_step import MIN_SEGMENT, SAMPLE_RATE, build, train_step
 
 PROG = "dac_train"
@@ -158,18 +158,11 @@ def run(args) -> dict:
     if not validations or validations[-1]["step"] != step:
         checkpoint_eval(step, time.time())  # after the budget, as our trainer's final one
 
-    gen, disc = state["generator"], state["discriminator"]
+    gen = state["generator"]
     return {
         "impl": "dac",
         "version": metadata.version("descript-audio-codec"),
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "tiny": args.tiny,
-        "batch": args.batch,
-        "segment_samples": args.segment_samples,
-        "sample_rate": SAMPLE_RATE,
-        "params_generator": sum(p.numel() for p in gen.parameters()),
-        "params_discriminator": sum(p.numel() for p in disc.parameters()),
+        **identity(dev, args, SAMPLE_RATE, gen, state["discriminator"]),
         "n_quantizers": n_q,
         "kbps": float(n_q * np.log2(gen.codebook_size) * SAMPLE_RATE / gen.hop_length / 1000),
         "minutes": args.minutes,
