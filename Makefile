@@ -12,7 +12,7 @@ DEMO   ?= runs/demo
 # same when idle and 2.3x faster with one busy neighbour (see BENCHMARKS.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install refs demo test lint format clean wheels-gpu gpu-data
+.PHONY: install refs demo test lint format clean wheels-gpu gpu-data check-gpu-kit
 
 install: $(STAMP)
 
@@ -52,6 +52,11 @@ format: install
 # launch/README.md, "GPU checks", has the commands that use them.
 wheels-gpu: install refs
 	bash scripts/gather-gpu-wheels.sh
+
+# The kit on a Python 3.12 stand-in for the GPU image, here (5 GB venv in /tmp, minutes):
+# a missing wheel fails here instead of on device time.
+check-gpu-kit: wheels-gpu
+	bash scripts/check-gpu-kit.sh
 
 GPU_DATA_SRC ?= ../shared/data/telugu-emotion
 gpu-data: install
