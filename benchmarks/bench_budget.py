@@ -107,13 +107,12 @@ def score(val: list[torch.Tensor], outs: list[np.ndarray], sample_rate: int) -> 
 def run_ours(args, shards: Path, device: str) -> dict:
     """The preset trained by our trainer for the budget; its validation curve."""
     from benchmarks.bench_step import build_config
+    from codec.build import build_codec, count_parameters
+    from trainer.engine import resolve_precision
     from trainer.train import train
 
     run_root = args.workdir / "ours"
     shutil.rmtree(run_root, ignore_errors=True)
-    from codec.build import build_codec, count_parameters
-    from trainer.engine import resolve_precision
-
     probe = _probe(args)
     kbps = probe.codec.bitrate_kbps(probe.codec.operating_n_quantizers)
     over = [
