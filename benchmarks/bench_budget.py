@@ -36,6 +36,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         sr = probe.codec.sample_rate
         common = {
             "command": "python -m benchmarks.bench_budget "
-            + " ".join(argv if argv is not None else sys.argv[1:]),
+            + shlex.join(argv if argv is not None else sys.argv[1:]),
             "machine": describe(),
             "date": f"{dt.datetime.now():%Y-%m-%d %H:%M}",
             "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",

@@ -36,6 +36,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -308,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join([
         f"### Inference ({datetime.date.today().isoformat()})",
         "",
-        f"Command: `python -m benchmarks.bench_infer {' '.join(argv)}`".rstrip() + "  ",
+        f"Command: `python -m benchmarks.bench_infer {shlex.join(argv)}`".rstrip() + "  ",
         f"Machine: {describe()}, torch {torch.__version__}, {args.threads} threads",
         "",
     ]), flush=True)  # fmt: skip

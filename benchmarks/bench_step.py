@@ -50,6 +50,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -296,7 +297,7 @@ def bench_step(args: argparse.Namespace) -> dict:
         refs.append(ref)
     consumed = ours
     return {
-        "command": "python -m benchmarks.bench_step " + " ".join(args.argv),
+        "command": "python -m benchmarks.bench_step " + shlex.join(args.argv),
         "machine": describe(),
         "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "date": f"{dt.datetime.now():%Y-%m-%d %H:%M}",
