@@ -48,7 +48,7 @@ format: install
 
 # What a lent GPU machine (no network, 64 MiB carried per call) needs: cp312 wheels in
 # .whl/{core,wandb,ref} (scripts/gather-gpu-wheels.sh) and the Telugu clips as 16-bit shards,
-# speakers held out, in .gpu-data/telugu-emotion (26 MiB; the source FLACs are 106 MiB).
+# speakers held out, in .gpu-data/telugu-emotion (28 MiB; the source FLACs are 106 MiB).
 # launch/README.md, "GPU checks", has the commands that use them.
 wheels-gpu: install refs
 	bash scripts/gather-gpu-wheels.sh

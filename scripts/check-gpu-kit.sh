@@ -9,7 +9,16 @@
 # Usage: bash scripts/check-gpu-kit.sh   (PYTHON312=/path/to/python3.12, SIM=/tmp/gpusim)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON312=${PYTHON312:-python3.12}
+PYTHON312=${PYTHON312:-}
+if [ -z "$PYTHON312" ]; then  # on PATH, or a pyenv build that is not the active version
+  for c in python3.12 $(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12; do
+    if "$c" --version >/dev/null 2>&1; then PYTHON312=$c; break; fi
+  done
+fi
+if [ -z "$PYTHON312" ]; then
+  echo "check-gpu-kit: no Python 3.12 found (the GPU image's version); set PYTHON312=path" >&2
+  exit 1
+fi
 SIM=${SIM:-/tmp/gpusim}
 SITE=$SIM-site
 if [ ! -x "$SIM/bin/python" ]; then
