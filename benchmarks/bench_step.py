@@ -78,7 +78,7 @@ DEBUG_PRESET = ROOT / "configs" / "debug.yaml"
 
 def build_config(args: argparse.Namespace, shards: str | None = None):
     """The preset, ``--tiny`` sizes, harness settings and ``key=value`` overrides (last wins)."""
-    from trainer.config import config_from_dict, parse_overrides
+    from trainer.config import config_from_dict, merge_trees, parse_overrides
 
     data = yaml.safe_load(Path(args.preset).read_text()) or {}
     if args.tiny:
@@ -99,14 +99,7 @@ def build_config(args: argparse.Namespace, shards: str | None = None):
         over.append("run.compile=true")
     if shards is not None:
         over.append(f"data.shards={shards}")
-    return config_from_dict(_merge(data, parse_overrides(over + list(args.overrides))))
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return config_from_dict(merge_trees(data, parse_overrides(over + list(args.overrides))))
 
 
 # ----------------------------------------------------------------------------- data

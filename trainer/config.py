@@ -475,10 +475,13 @@ def _parse_value(raw: str) -> Any:
     return value
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_trees(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, nested dicts merged key by key (later wins)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = (
+            merge_trees(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        )
     return out
 
 
@@ -495,7 +498,7 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p}: top level must be a mapping")
         data = loaded
-    data = _merge(data, parse_overrides(overrides or []))
+    data = merge_trees(data, parse_overrides(overrides or []))
     return config_from_dict(data)
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the inference tests: a tiny export, one intra-op thread."""
+"""Fixtures for the inference tests: a tiny codec and its export, one intra-op thread."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 
 from codec.build import build_codec
 from codec.config import CodecConfig
+from infer.fast import strip_weight_norm
 from tests.infer._inferdata import TINY
 from trainer.export import export_state_dict
 
@@ -20,6 +21,15 @@ def tiny_export(tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     export_state_dict(build_codec(cfg).state_dict(), cfg, -26.0, -1.0, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def codec():
+    """The same tiny codec, built in memory as inference runs it (eval, weight norm folded)."""
+    torch.manual_seed(0)
+    c = build_codec(CodecConfig(**TINY)).eval()
+    strip_weight_norm(c)
+    return c
 
 
 @pytest.fixture(autouse=True)

@@ -8,20 +8,9 @@ import soundfile as sf
 import soxr
 import torch
 
-from codec.build import build_codec
-from codec.config import CodecConfig
 from infer import batch
 from infer.api import TeluCodec
-from infer.fast import strip_weight_norm
-from tests.infer._inferdata import SR, TINY, speech
-
-
-@pytest.fixture(scope="module")
-def codec():
-    torch.manual_seed(0)
-    c = build_codec(CodecConfig(**TINY)).eval()
-    strip_weight_norm(c)
-    return c
+from tests.infer._inferdata import SR, speech
 
 
 @pytest.mark.parametrize("batch_windows", [2, 5, 64])

@@ -6,19 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from codec.build import build_codec
-from codec.config import CodecConfig
 from infer import batch, blocks
-from infer.fast import strip_weight_norm
-from tests.infer._inferdata import TINY, speech
-
-
-@pytest.fixture(scope="module")
-def codec():
-    torch.manual_seed(0)
-    c = build_codec(CodecConfig(**TINY)).eval()
-    strip_weight_norm(c)
-    return c
+from tests.infer._inferdata import speech
 
 
 def test_receptive_field_bounds_hold(codec):
