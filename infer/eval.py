@@ -11,14 +11,22 @@ the file's own level, is the reference for both systems:
 Metrics (:mod:`codec.metrics`, the same definitions as the trainer's validation hook, plus
 wideband PESQ and STOI): per file and averaged per system and bitrate. Output: ``eval.json``,
 ``eval.md`` and ``eval.png`` in ``--out`` (see :mod:`infer.report`), optionally W&B.
+
+The codec runs in this process (on the GPU when there is one); scoring and the Opus round
+trips, which are single-threaded CPU work (PESQ and STOI dominate), run in ``--jobs``
+worker processes while the codec goes on to the next file. Results keep their order.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
+import os
 import sys
 import warnings
+from collections import deque
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +82,40 @@ def score(ref: np.ndarray, est: np.ndarray, rate: int) -> dict[str, float]:
     return out
 
 
+def _opus_and_score(x: np.ndarray, rate: int, kbps: float) -> dict:
+    y, info = opus.roundtrip(x, rate, kbps)
+    return {"actual_kbps": info["actual_kbps"], "lag": info["lag"], **score(x, y, rate)}
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # one process per core: no thread oversubscription
+
+
+class _InlineExecutor(Executor):
+    """``--jobs 1``: the same code path, run at submission in this process."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        f: Future = Future()
+        try:
+            f.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - delivered through the future, as a pool does
+            f.set_exception(e)
+        return f
+
+
+def _executor(jobs: int) -> Executor:
+    if jobs <= 1:
+        return _InlineExecutor()
+    # fork: workers start at once and need nothing but numpy, torch on CPU and the pesq and
+    # pystoi modules (never CUDA, so a GPU in this process does not matter)
+    ctx = multiprocessing.get_context("fork")
+    return ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init)
+
+
+def default_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
 def find_audio(folder: str | Path) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
@@ -91,8 +133,11 @@ def evaluate(
     opus_kbps: list[float],
     max_seconds: float | None = None,
     progress: bool = True,
+    jobs: int = 1,
 ) -> dict:
     """Score ``files`` at each codebook count in ``n_qs`` and each Opus bitrate.
+
+    jobs: worker processes for scoring and Opus (1 = all in this process).
 
     Returns ``{"model", "files", "results": [{"system", "kbps", "n_q"?, "file", metrics...}],
     "summary": [...]}`` (summary: per system and bitrate means, see :func:`summarise`).
@@ -105,26 +150,38 @@ def evaluate(
     rate = tc.sample_rate
     total = len(files) * (len(n_qs) + len(opus_kbps))
     bar = tqdm(total=total, desc="eval", unit="run", disable=not progress)
-    for path in files:
-        try:
-            x = load_conditioned(path, rate)
-        except AudioError as e:
-            skipped.append({"file": str(path), "reason": e.reason})
-            bar.update(len(n_qs) + len(opus_kbps))
-            continue
-        if max_seconds:
-            x = x[: round(max_seconds * rate)]
-        cf = tc.encode(x, rate, n_quantizers=max(n_qs))
-        for n in n_qs:
-            y = tc.decode(cf, n_quantizers=n)
-            rows.append({"system": "telucodec", "kbps": tc.bitrate_kbps(n), "n_q": n,
-                         "file": str(path), **score(x, y, rate)})  # fmt: skip
+    # (row without metrics, future of its metrics), in order; bounded so that long files do
+    # not pile up in memory faster than the workers score them
+    pending: deque[tuple[dict, Future]] = deque()
+
+    def collect(limit: int) -> None:
+        while len(pending) > limit:
+            row, fut = pending.popleft()
+            rows.append({**row, **fut.result()})
             bar.update()
-        for k in opus_kbps:
-            y, info = opus.roundtrip(x, rate, k)
-            rows.append({"system": "opus", "kbps": k, "actual_kbps": info["actual_kbps"],
-                         "lag": info["lag"], "file": str(path), **score(x, y, rate)})  # fmt: skip
-            bar.update()
+
+    with _executor(jobs) as pool:
+        for path in files:
+            try:
+                x = load_conditioned(path, rate)
+            except AudioError as e:
+                skipped.append({"file": str(path), "reason": e.reason})
+                bar.update(len(n_qs) + len(opus_kbps))
+                continue
+            if max_seconds:
+                x = x[: round(max_seconds * rate)]
+            cf = tc.encode(x, rate, n_quantizers=max(n_qs))
+            for n in n_qs:
+                y = tc.decode(cf, n_quantizers=n)
+                row = {"system": "telucodec", "kbps": tc.bitrate_kbps(n), "n_q": n,
+                       "file": str(path)}  # fmt: skip
+                pending.append((row, pool.submit(score, x, y, rate)))
+                collect(2 * jobs)
+            for k in opus_kbps:
+                row = {"system": "opus", "kbps": k, "file": str(path)}
+                pending.append((row, pool.submit(_opus_and_score, x, rate, k)))
+                collect(2 * jobs)
+        collect(0)
     bar.close()
     return {
         "model": {"model_id": tc.model_id, "sample_rate": rate, "step": tc.meta.get("step")},
@@ -194,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wandb-project", default=None, help="also log the table and plot to W&B")
     p.add_argument("--wandb-mode", default="auto", choices=("auto", "online", "offline"),
                    help="auto: online with an API key, else offline (wandb sync later)")  # fmt: skip
+    p.add_argument("--jobs", type=int, default=default_jobs(),
+                   help="worker processes for scoring and Opus (default: the usable CPU "
+                   "cores; 1 = in this process)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -208,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             tc._n_q(n)
         files = find_audio(args.audio)
         result = evaluate(tc, files, sorted(set(n_qs)), _parse_list(args.opus_kbps),
-                          args.max_seconds, progress=not args.no_progress)  # fmt: skip
+                          args.max_seconds, progress=not args.no_progress,
+                          jobs=args.jobs)  # fmt: skip
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"telucodec-eval: {e}", file=sys.stderr)
         return 2

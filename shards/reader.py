@@ -29,7 +29,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -319,10 +319,13 @@ def make_train_loader(
     pin_memory: bool = False,
     prefetch_factor: int = 4,
     persistent_workers: bool = False,
+    worker_init_fn: Callable[[int], None] | None = None,
 ) -> DataLoader:
     """A DataLoader over the ``train`` split yielding :class:`TrainStream` batches forever.
 
     sample_rate: the rate the model expects (Hz); an error if the shard set differs.
+    worker_init_fn: run in each worker process at its start (the trainer uses it to leave
+    stop signals to the main process).
     Other arguments: see :class:`TrainStream` and :func:`resolve_shards`. Segments longer
     than the manifest's ``chunk_seconds`` are refused (every crop would be padding).
     """
@@ -358,7 +361,11 @@ def make_train_loader(
     )
     extra = {}
     if num_workers > 0:
-        extra = {"prefetch_factor": prefetch_factor, "persistent_workers": persistent_workers}
+        extra = {
+            "prefetch_factor": prefetch_factor,
+            "persistent_workers": persistent_workers,
+            "worker_init_fn": worker_init_fn,
+        }
     return DataLoader(
         stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **extra
     )

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from codec.config import CodecConfig, DiscriminatorConfig, LossConfig
+from trainer.stopping import parse_signals
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,12 @@ class RunConfig:
         GPU measurement is owed (``benchmarks/bench_step.py --compile``, BENCHMARKS.md).
     cudnn_benchmark: let cuDNN time its convolution algorithms for each new input shape and
         keep the fastest (training crops have one fixed shape, so it tunes once).
+    stop_signals / stop_file: ways to ask a running job to save a checkpoint and stop
+        (trainer/stopping.py); stop_file None = ``<run_dir>/STOP``.
+    agree_every: on several processes, the ranks agree on wall-clock limits
+        (``max_minutes``, ``validation.every_minutes``) and stop requests every this many
+        steps: one tiny all-reduce and one host sync. Small enough that a SIGTERM, which the
+        launcher follows with SIGKILL after 30 s, is acted on in time at GPU step rates.
     """
 
     name: str = "telucodec"
@@ -62,6 +69,9 @@ class RunConfig:
     gpu_hourly_cost: float | None = None
     compile: bool = False
     cudnn_benchmark: bool = True
+    stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")
+    stop_file: str | None = None
+    agree_every: int = 10
 
     def __post_init__(self) -> None:
         _check(
@@ -78,6 +88,11 @@ class RunConfig:
         )
         _check(bool(self.name), "run.name", "must not be empty")
         _check(self.dead_code_every >= 0, "run.dead_code_every", "must be >= 0")
+        _check(self.agree_every > 0, "run.agree_every", f"must be > 0, got {self.agree_every}")
+        try:
+            parse_signals(self.stop_signals)
+        except ValueError as e:
+            raise ConfigError(f"config field `run.stop_signals`: {e}") from None
 
     @property
     def run_dir(self) -> Path:
@@ -165,8 +180,8 @@ class ValidationConfig:
     max_items / max_seconds: bound the validation set (full chunks, fixed order).
     every_minutes: also validate once this much wall time has passed since the last
         validation began (None = by steps only). For comparisons at a fixed time budget,
-        where step rates differ; checked every step on one process and at log steps on
-        several (the ranks agree there, as for run.max_minutes).
+        where step rates differ; checked every step on one process and every
+        ``run.agree_every`` steps on several (the ranks agree there, as for run.max_minutes).
     """
 
     every_steps: int = 500

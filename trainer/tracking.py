@@ -144,6 +144,17 @@ class Tracker:
         except Exception:  # noqa: BLE001
             pass
 
+    def mark_preempting(self) -> None:
+        """Tell W&B this run is being stopped by its scheduler: if it is killed before
+        :meth:`finish`, the dashboard shows it as preempted (resumable), not crashed."""
+        run = self.run()
+        if run is None:
+            return
+        try:
+            run.mark_preempting()
+        except Exception as e:  # noqa: BLE001 - tracking must never stop training
+            log.warning("W&B mark_preempting failed (%s)", e)
+
     def finish(self) -> None:
         if not self.active:
             return

@@ -3,7 +3,9 @@
 One top-to-bottom loop (nanoGPT style): fetch micro-batches, run one GAN optimizer step
 (:func:`trainer.step.gan_step`: generator forward, discriminator step on real and generated
 audio in one batched call, generator step; DAC's order), then guard, log, validate and
-checkpoint at their intervals. How backward and the optimizer steps run (Accelerate DDP, or
+checkpoint at their intervals. A stop request (a signal such as SLURM's SIGTERM, or a stop
+file; :mod:`trainer.stopping`) ends the run at the next step where the ranks agree, with a
+checkpoint and an export, like reaching ``max_steps``. How backward and the optimizer steps run (Accelerate DDP, or
 the generator in a DeepSpeed ZeRO engine with the discriminator beside it) lives in
 :mod:`trainer.engine`.
 
@@ -18,6 +20,7 @@ and the learning rate is used as given (no implicit scaling; see launch/README.m
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -44,6 +47,7 @@ from trainer.config import (
 )
 from trainer.engine import build_accelerator, resolve_precision
 from trainer.step import build_step_objects, gan_step
+from trainer.stopping import StopRequest, ignore_signals
 from trainer.tracking import Tracker
 from trainer.validation import mel_image, quantizer_schedule, validate
 
@@ -81,6 +85,16 @@ def _setup_logging(accelerator: Accelerator) -> None:
 def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
     """Train per ``cfg``. ``resume``: None (fresh; refuses a run folder that already has
     checkpoints), "auto" (latest complete checkpoint if any, else fresh), or a path."""
+    # installed first, so a signal during set-up is also acted on at the first step
+    stop = StopRequest(cfg.run.stop_signals, cfg.run.stop_file or cfg.run.run_dir / "STOP")
+    stop.install()
+    try:
+        return _train(cfg, resume, stop)
+    finally:
+        stop.restore()
+
+
+def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> TrainResult:
     acc = build_accelerator(cfg)
     _setup_logging(acc)
     run_dir = cfg.run.run_dir
@@ -190,6 +204,8 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
         crops_per_chunk=b.crops_per_chunk,
         sample_rate=sr,
         pin_memory=acc.device.type == "cuda",
+        # the stop signals are the main process's to act on (trainer/stopping.py)
+        worker_init_fn=functools.partial(ignore_signals, stop.signals),
     )
     # DataLoader draws its base seed from the global RNG when the iterator is created; fork
     # so that draw does not shift the stream a resumed run restored from its checkpoint.
@@ -304,13 +320,23 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
                 logs["codebook/usage_mean"],
             )
 
-        out_of_time, val_due = _clock(acc, cfg, state.step, t_start, t_last_val)
-        done = state.step >= cfg.run.max_steps or out_of_time
+        asked = stop.reason()
+        out_of_time, val_due, stopping = _agree(
+            acc, cfg, state.step, t_start, t_last_val, asked is not None
+        )
+        done = state.step >= cfg.run.max_steps or out_of_time or stopping
         if out_of_time:
             stop_reason = f"max_minutes ({cfg.run.max_minutes})"
+        if stopping:
+            stop_reason = f"stop requested ({asked or 'on another rank'})"
+            log.warning("step %d: %s; saving and exporting", state.step, stop_reason)
+            # a SIGKILL before the run finishes then shows as preempted, not crashed
+            tracker.mark_preempting()
 
         is_best = False
-        if state.step % cfg.validation.every_steps == 0 or done or val_due:
+        # a stop request skips the final validation: the launcher's kill may be seconds away
+        # and the checkpoint comes first (the resumed run validates on its schedule)
+        if state.step % cfg.validation.every_steps == 0 or val_due or (done and not stopping):
             t_last_val = time.time()
             early = None  # the early-stop verdict, taken on rank 0
             if acc.is_main_process:
@@ -342,6 +368,8 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
         keys_log.close()
     export_dir = None
     if acc.is_main_process:
+        if stop_reason.startswith("stop requested"):
+            stop.consume_file()
         export_dir = export.export_generator(
             eng.codec, cfg, manifest, run_dir / "export", step=state.step
         )
@@ -356,26 +384,27 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> TrainResult:
     return res
 
 
-def _clock(acc, cfg, step: int, t_start: float, t_last_val: float) -> tuple[bool, bool]:
-    """``(out of time, validation due by the clock)``, the same on every rank.
+def _agree(
+    acc, cfg, step: int, t_start: float, t_last_val: float, stop_asked: bool
+) -> tuple[bool, bool, bool]:
+    """``(out of time, validation due by the clock, stop requested)``, the same on every rank.
 
     One process: read every step. Several: every rank must stop (and validate) at the same
-    step, so they agree at log steps only; the check adds no collective (and no host sync)
-    to the other steps.
+    step, and a signal reaches the ranks at different moments, so they agree every
+    ``run.agree_every`` steps: one 3-value all-reduce there, and no collective (and no host
+    sync) on the other steps. A flag raised on any rank holds for all.
     """
     max_min, every_min = cfg.run.max_minutes, cfg.validation.every_minutes
-    if max_min is None and every_min is None:
-        return False, False
-    if acc.num_processes > 1 and step % cfg.run.log_every != 0:
-        return False, False
+    if acc.num_processes > 1 and step % cfg.run.agree_every != 0:
+        return False, False, False
     now = time.time()
     late = max_min is not None and (now - t_start) / 60 >= max_min
     due = every_min is not None and (now - t_last_val) / 60 >= every_min
     if acc.num_processes == 1:
-        return late, due
-    flags = acc.reduce(torch.tensor([float(late), float(due)], device=acc.device), "sum")
-    late_all, due_all = (flags > 0).tolist()
-    return bool(late_all), bool(due_all)
+        return late, due, stop_asked
+    flags = torch.tensor([float(late), float(due), float(stop_asked)], device=acc.device)
+    late_all, due_all, stop_all = (acc.reduce(flags, "sum") > 0).tolist()
+    return bool(late_all), bool(due_all), bool(stop_all)
 
 
 def _run_validation(cfg, acc, eng, n_q_val, kbps_of, tracker, step, elapsed_s: float):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -110,3 +111,43 @@ def test_eval_survives_a_broken_wandb(tmp_path, tiny_export, monkeypatch, capsys
                   "--wandb-project", "p"])  # fmt: skip
     assert rc == 0 and (tmp_path / "out" / "eval.json").is_file()
     assert "W&B logging failed (RuntimeError: no route to host)" in capsys.readouterr().err
+
+
+def test_worker_processes_give_the_same_results_in_the_same_order(tmp_path, tiny_export):
+    """--jobs N scores in worker processes; rows keep the serial order and values agree to
+    float32 rounding (one thread per worker vs the caller's threads)."""
+    from infer.api import TeluCodec
+
+    src = tmp_path / "audio"
+    src.mkdir()
+    for i in range(3):
+        sf.write(src / f"{i}.wav", speech(1.5, seed=10 + i), SR)
+    (src / "3.wav").write_bytes(b"broken")
+    tc = TeluCodec.load(tiny_export, "cpu")
+    files = ev.find_audio(src)
+    kbps = [12.0] if opus.available() else []
+    one = ev.evaluate(tc, files, [1, 4], kbps, progress=False, jobs=1)
+    two = ev.evaluate(tc, files, [1, 4], kbps, progress=False, jobs=2)
+    assert one["skipped"] == two["skipped"] and len(one["skipped"]) == 1
+    assert len(one["results"]) == 3 * (2 + len(kbps)) == len(two["results"])
+    for a, b in zip(one["results"], two["results"], strict=True):
+        assert (a["system"], a["kbps"], a["file"]) == (b["system"], b["kbps"], b["file"])
+        for m in ("snr_db", "mel_distance", "stft_distance", "stoi", "rms_ratio"):
+            assert math.isclose(a[m], b[m], rel_tol=1e-5, abs_tol=1e-6), (m, a[m], b[m])
+
+
+def test_a_failing_worker_job_is_reported_not_lost(tmp_path, tiny_export, monkeypatch):
+    """An Opus failure inside a worker process reaches the caller as the error naming the
+    tool (here an opusenc that fails, first on PATH)."""
+    from infer.api import TeluCodec
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("opusenc", "opusdec"):
+        (fake / tool).write_text("#!/bin/sh\necho 'cannot open input' >&2\nexit 1\n")
+        (fake / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    sf.write(tmp_path / "a.wav", speech(1.0, seed=3), SR)
+    tc = TeluCodec.load(tiny_export, "cpu")
+    with pytest.raises(RuntimeError, match="opusenc failed .*cannot open input"):
+        ev.evaluate(tc, [tmp_path / "a.wav"], [1], [12.0], progress=False, jobs=2)

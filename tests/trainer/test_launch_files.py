@@ -1,16 +1,23 @@
 """The files in launch/ are what users launch with: each Accelerate config must load in
 Accelerate, reference DeepSpeed JSON that exists and that the trainer accepts, and the SLURM
-script must expand each node's rank on that node."""
+script must expand each node's rank on that node and turn SLURM's early warning into a
+saved, stopped and requeued run."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from accelerate.commands.config.config_args import load_config_from_file
+
+from trainer.checkpoint import is_complete
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch"
@@ -72,3 +79,69 @@ def test_slurm_script_expands_rank_on_each_node():
     # what the payload needs from the batch host is exported
     for var in ("ACCEL_CONFIG", "NNODES", "GPUS_PER_NODE", "MASTER_ADDR", "MASTER_PORT"):
         assert re.search(rf"^export {var}=", text, re.M), var
+
+
+def _fake_slurm(bin_dir: Path, calls: Path) -> None:
+    """``srun``, ``scontrol`` and ``accelerate`` stand-ins: srun runs its command here,
+    scontrol names one host and records requeues, and ``accelerate launch ... -m
+    trainer.train ARGS`` runs the real trainer in one process."""
+    scripts = {
+        "srun": 'while [[ "$1" == --* ]]; do shift; done; exec "$@"',
+        "scontrol": (f'if [ "$1" = show ]; then echo node0; else echo "$*" >> {calls}; fi'),
+        "accelerate": (
+            'while [ "$1" != -m ]; do shift; done; shift 2; '
+            f'exec {sys.executable} -m trainer.train "$@"'
+        ),
+    }
+    bin_dir.mkdir()
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+
+
+@pytest.mark.slow
+def test_slurm_script_saves_stops_and_requeues_on_its_early_warning(tiny_shards, tmp_path):
+    """SLURM's ``--signal=B:USR1`` reaches the batch shell only: its trap touches the stop
+    file, the (real) trainer saves and exits 0, and the script requeues the job."""
+    calls = tmp_path / "scontrol_calls"
+    _fake_slurm(tmp_path / "bin", calls)
+    env = {
+        **os.environ,
+        "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NNODES": "1",
+        "SLURM_NODEID": "0",
+        "SLURM_JOB_NODELIST": "node0",
+    }
+    overrides = [
+        f"data.shards={tiny_shards}",
+        f"run.output_dir={tmp_path}",
+        "run.max_steps=100000",
+        "run.log_every=1",
+        "validation.every_steps=100000",
+        "checkpoint.every_steps=100000",
+    ]
+    (tmp_path / "configs").symlink_to(REPO / "configs")  # the script runs in the job's folder
+    log = tmp_path / "job.out"
+    cmd = ["bash", str(LAUNCH / "slurm_multinode.sbatch"), "configs/debug.yaml", *overrides]
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        t0 = time.time()
+        while "] step 3 |" not in log.read_text():
+            assert proc.poll() is None and time.time() - t0 < 300, log.read_text()[-3000:]
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGUSR1)  # what --signal=B:USR1@300 does
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert rc == 0, text[-3000:]
+    assert "stop requested (stop file" in text
+    assert calls.read_text().split() == ["requeue", "4242"]
+    ckpts = [p for p in (tmp_path / "debug" / "checkpoints").glob("step_*") if is_complete(p)]
+    assert len(ckpts) == 1
+    assert (tmp_path / "logs").is_dir() and not (tmp_path / "logs" / "4242.stop").exists()
