@@ -110,6 +110,29 @@ def _wait_for_step(proc: subprocess.Popen, log: Path, step: int, timeout: float 
     raise AssertionError(f"no step {step} within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+def _run_and_ask(cmd: list[str], log: Path, at_step: int, ask, timeout: float = 180) -> int:
+    """Start ``cmd``, call ``ask(proc)`` once it has logged ``at_step``, and return its exit
+    code (the whole group is killed if it has not ended by ``timeout``)."""
+    proc = _start(cmd, log)
+    try:
+        _wait_for_step(proc, log, at_step)
+        ask(proc)
+        return proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _sigterm_group(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+
+
+def _launch_2proc(shards: Path, out: Path, *extra: str, config="cpu_2proc.yaml") -> list[str]:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd += ["--config_file", f"launch/{config}", "-m", "trainer.train"]
+    return cmd + _args(shards, out, *extra)
+
+
 def _stopped_at(log: Path) -> int:
     """The step the log says the run stopped at on a request (one value for all ranks)."""
     found = {int(m) for m in re.findall(r"step (\d+): stop requested", log.read_text())}
@@ -136,14 +159,8 @@ def _args(shards: Path, out: Path, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_sigterm_to_the_job_saves_exports_and_resumes(tiny_shards, tmp_path):
     log = tmp_path / "train.log"
-    proc = _start([sys.executable, "-m", "trainer.train", *_args(tiny_shards, tmp_path)], log)
-    try:
-        _wait_for_step(proc, log, 3)
-        os.killpg(proc.pid, signal.SIGTERM)
-        rc = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    cmd = [sys.executable, "-m", "trainer.train", *_args(tiny_shards, tmp_path)]
+    rc = _run_and_ask(cmd, log, 3, _sigterm_group)
     text = log.read_text()
     assert rc == 0, text[-3000:]
     n = _stopped_at(log)
@@ -168,20 +185,13 @@ def test_sigterm_to_the_job_saves_exports_and_resumes(tiny_shards, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_stop_together_on_a_stop_file(tiny_shards, tmp_path):
+@pytest.mark.parametrize("config", ["cpu_2proc.yaml", "cpu_2proc_deepspeed.yaml"])
+def test_two_processes_stop_together_on_a_stop_file(tiny_shards, tmp_path, config):
     log = tmp_path / "train.log"
     stop_file = tmp_path / "job.stop"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    cmd += ["--config_file", "launch/cpu_2proc.yaml", "-m", "trainer.train"]
-    cmd += _args(tiny_shards, tmp_path, "run.agree_every=4", f"run.stop_file={stop_file}")
-    proc = _start(cmd, log)
-    try:
-        _wait_for_step(proc, log, 2)
-        stop_file.touch()
-        rc = proc.wait(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    extra = ("run.agree_every=4", f"run.stop_file={stop_file}")
+    cmd = _launch_2proc(tiny_shards, tmp_path, *extra, config=config)
+    rc = _run_and_ask(cmd, log, 2, lambda _proc: stop_file.touch())
     text = log.read_text()
     assert rc == 0, text[-3000:]
     n = _stopped_at(log)
@@ -197,17 +207,8 @@ def test_sigterm_to_a_two_process_launch_saves_before_the_launcher_kills(tiny_sh
     """SLURM's time-limit SIGTERM reaches the launcher and both ranks; the launcher forwards
     it and kills the workers 30 s later. The ranks agree, save and export within that."""
     log = tmp_path / "train.log"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    cmd += ["--config_file", "launch/cpu_2proc.yaml", "-m", "trainer.train"]
-    cmd += _args(tiny_shards, tmp_path, "run.agree_every=4")
-    proc = _start(cmd, log)
-    try:
-        _wait_for_step(proc, log, 2)
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=120)  # the launcher itself exits non-zero: it was signalled
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    cmd = _launch_2proc(tiny_shards, tmp_path, "run.agree_every=4")
+    _run_and_ask(cmd, log, 2, _sigterm_group)  # the launcher exits non-zero: it was signalled
     n = _stopped_at(log)
     assert is_complete(tmp_path / "debug" / "checkpoints" / step_dir_name(n))
     assert "generator exported" in log.read_text()
