@@ -66,7 +66,15 @@ def _pesq_stoi(ref: np.ndarray, est: np.ndarray, rate: int) -> tuple[float, floa
     except Exception as e:  # pesq raises its own types (no utterance, too short)
         warnings.warn(f"PESQ undefined for this clip ({type(e).__name__}: {e})", stacklevel=2)
         p = math.nan
-    s = float(stoi(ref, est, PESQ_RATE, extended=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = float(stoi(ref, est, PESQ_RATE, extended=False))
+    if any("Not enough STFT frames" in str(w.message) for w in caught):
+        # pystoi returns 1e-5 ("unintelligible") when under 30 frames (384 ms) of speech
+        # remain after its silence removal: undefined, not a score, so it must not pull the
+        # mean down
+        warnings.warn("STOI undefined for this clip (under 384 ms of speech)", stacklevel=2)
+        s = math.nan
     return p, s
 
 

@@ -21,14 +21,19 @@ TABLE = (
 PLOTTED = ("mel_distance", "pesq_wb", "stoi", "si_snr_db")
 
 
+def _undefined(v: float | None) -> bool:
+    return v is None or math.isnan(v)
+
+
 def _mean(values: list[float]) -> float:
-    ok = [v for v in values if v is not None and not math.isnan(v)]
+    ok = [v for v in values if not _undefined(v)]
     return sum(ok) / len(ok) if ok else math.nan
 
 
 def summarise(rows: list[dict], metric_names: Sequence[str]) -> list[dict]:
     """Mean of every metric per (system, kbps), NaN-skipping (e.g. PESQ on a silent clip);
-    ordered by system then bitrate. Each entry also has ``files`` (how many clips)."""
+    ordered by system then bitrate. Each entry also has ``files`` (how many clips) and, when
+    some clips had no value for a metric, ``undefined`` (metric -> how many)."""
     groups: dict[tuple[str, float], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["system"], r["kbps"]), []).append(r)
@@ -41,6 +46,9 @@ def summarise(rows: list[dict], metric_names: Sequence[str]) -> list[dict]:
             entry["actual_kbps"] = _mean([r["actual_kbps"] for r in rs])
         for m in metric_names:
             entry[m] = _mean([r[m] for r in rs])
+        undefined = {m: n for m in metric_names if (n := sum(_undefined(r[m]) for r in rs))}
+        if undefined:  # e.g. PESQ or STOI of a clip too short to score: not in the mean
+            entry["undefined"] = undefined
         out.append(entry)
     return out
 
@@ -60,6 +68,17 @@ def markdown(result: dict) -> str:
         f"Means over {n} file(s); model {result['model']['model_id']}. Opus kbps in brackets: "
         "measured from the Ogg file size (container included)."
     )
+    heads = {m: h for m, h, _ in TABLE}
+    worst: dict[str, int] = {}  # per metric, the most clips undefined in any row
+    for e in result["summary"]:
+        for m, k in e.get("undefined", {}).items():
+            worst[m] = max(worst.get(m, 0), k)
+    if worst:
+        said = ", ".join(f"{heads.get(m, m)} on {k} file(s)" for m, k in worst.items())
+        lines.append(
+            f"Undefined, so left out of those means: {said} (too short or silent to score; "
+            "per file in eval.json)."
+        )
     return "\n".join(lines) + "\n"
 
 
