@@ -90,9 +90,38 @@ def score(ref: np.ndarray, est: np.ndarray, rate: int) -> dict[str, float]:
     return out
 
 
-def _opus_and_score(x: np.ndarray, rate: int, kbps: float) -> dict:
+def segment_bounds(n: int, seg: int) -> list[tuple[int, int]]:
+    """``[start, end)`` pieces of ``seg`` samples covering ``n``; a last piece under half a
+    segment joins the one before (too short for PESQ/STOI). ``seg <= 0``: one piece."""
+    if seg <= 0 or n <= seg + seg // 2:
+        return [(0, n)]
+    pieces = [(a, min(a + seg, n)) for a in range(0, n, seg)]
+    if pieces[-1][1] - pieces[-1][0] < seg // 2:
+        pieces[-2:] = [(pieces[-2][0], n)]
+    return pieces
+
+
+def score_long(ref: np.ndarray, est: np.ndarray, rate: int, seg: int) -> dict[str, float]:
+    """:func:`score` in pieces of ``seg`` samples (bounded memory and time for files of
+    hours; PESQ and STOI are defined on utterance-length signals). Each metric is the
+    duration-weighted mean over the pieces where it is defined, the peaks the maximum: the
+    way validation averages over chunks. ``segments``: how many pieces."""
+    parts = [(b - a, score(ref[a:b], est[a:b], rate)) for a, b in segment_bounds(len(ref), seg)]
+    if len(parts) == 1:
+        return {**parts[0][1], "segments": 1}
+    out: dict[str, float] = {"segments": len(parts)}
+    for m in METRICS:
+        if m.endswith("_peak"):
+            out[m] = max(p[m] for _, p in parts)
+            continue
+        ok = [(n, p[m]) for n, p in parts if math.isfinite(p[m])]
+        out[m] = sum(n * v for n, v in ok) / sum(n for n, _ in ok) if ok else math.nan
+    return out
+
+
+def _opus_and_score(x: np.ndarray, rate: int, kbps: float, seg: int) -> dict:
     y, info = opus.roundtrip(x, rate, kbps)
-    return {"actual_kbps": info["actual_kbps"], "lag": info["lag"], **score(x, y, rate)}
+    return {"actual_kbps": info["actual_kbps"], "lag": info["lag"], **score_long(x, y, rate, seg)}
 
 
 def _worker_init() -> None:
@@ -142,10 +171,14 @@ def evaluate(
     max_seconds: float | None = None,
     progress: bool = True,
     jobs: int = 1,
+    segment_seconds: float = 30.0,
 ) -> dict:
     """Score ``files`` at each codebook count in ``n_qs`` and each Opus bitrate.
 
     jobs: worker processes for scoring and Opus (1 = all in this process).
+    segment_seconds: files longer than this are scored in pieces of it (:func:`score_long`);
+        0 = whole files, which the pesq library cannot do for long ones: it crashed the
+        process (SIGSEGV) on 10 minutes of audio (benchmarks/bench_eval.py).
 
     Returns ``{"model", "files", "results": [{"system", "kbps", "n_q"?, "file", metrics...}],
     "summary": [...]}`` (summary: per system and bitrate means, see :func:`summarise`).
@@ -156,6 +189,7 @@ def evaluate(
     rows: list[dict] = []
     skipped: list[dict] = []
     rate = tc.sample_rate
+    seg = round(segment_seconds * rate)
     total = len(files) * (len(n_qs) + len(opus_kbps))
     bar = tqdm(total=total, desc="eval", unit="run", disable=not progress)
     # (row without metrics, future of its metrics), in order; bounded so that long files do
@@ -183,11 +217,11 @@ def evaluate(
                 y = tc.decode(cf, n_quantizers=n)
                 row = {"system": "telucodec", "kbps": tc.bitrate_kbps(n), "n_q": n,
                        "file": str(path)}  # fmt: skip
-                pending.append((row, pool.submit(score, x, y, rate)))
+                pending.append((row, pool.submit(score_long, x, y, rate, seg)))
                 collect(2 * jobs)
             for k in opus_kbps:
                 row = {"system": "opus", "kbps": k, "file": str(path)}
-                pending.append((row, pool.submit(_opus_and_score, x, rate, k)))
+                pending.append((row, pool.submit(_opus_and_score, x, rate, k, seg)))
                 collect(2 * jobs)
         collect(0)
     bar.close()
@@ -262,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=default_jobs(),
                    help="worker processes for scoring and Opus (default: the usable CPU "
                    "cores; 1 = in this process)")  # fmt: skip
+    p.add_argument("--segment-seconds", type=float, default=30.0,
+                   help="score files longer than this in pieces of it, averaged by duration "
+                   "(0 = whole files; PESQ crashes on files of 10 minutes)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -277,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         files = find_audio(args.audio)
         result = evaluate(tc, files, sorted(set(n_qs)), _parse_list(args.opus_kbps),
                           args.max_seconds, progress=not args.no_progress,
-                          jobs=args.jobs)  # fmt: skip
+                          jobs=args.jobs, segment_seconds=args.segment_seconds)  # fmt: skip
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"telucodec-eval: {e}", file=sys.stderr)
         return 2

@@ -179,3 +179,28 @@ def test_summary_means_leave_undefined_values_out_and_say_so():
     result = {"summary": [{**entry, **filled}], "files": ["a", "b"], "skipped": [],
               "model": {"model_id": "m"}}  # fmt: skip
     assert "Undefined, so left out of those means: STOI on 1 file(s)" in markdown(result)
+
+
+def test_segment_bounds_cover_the_file_without_short_tails():
+    assert ev.segment_bounds(100, 30) == [(0, 30), (30, 60), (60, 100)]  # 10-sample tail joins
+    assert ev.segment_bounds(110, 30) == [(0, 30), (30, 60), (60, 90), (90, 110)]
+    assert ev.segment_bounds(45, 30) == [(0, 45)]  # up to 1.5 segments: one piece
+    assert ev.segment_bounds(10**6, 0) == [(0, 10**6)]
+
+
+def test_long_files_are_scored_in_pieces_weighted_by_duration():
+    x = speech(4.4, seed=7)
+    y = 0.8 * x + 0.01 * np.random.default_rng(1).standard_normal(len(x)).astype(np.float32)
+    y[100] = 0.9  # a click in piece one: the file's peak is the largest piece peak
+    got = ev.score_long(x, y, SR, SR)  # 1 s pieces: 1, 1, 1, 1.4 s (the tail joins)
+    pieces = [(b - a, ev.score(x[a:b], y[a:b], SR)) for a, b in ev.segment_bounds(len(x), SR)]
+    assert got["segments"] == 4 == len(pieces)
+    for m in ("mel_distance", "snr_db", "stoi", "rms_ratio"):
+        want = sum(n * p[m] for n, p in pieces) / len(x)
+        assert math.isclose(got[m], want, rel_tol=1e-9), m
+    assert got["est_peak"] == max(p["est_peak"] for _, p in pieces) == pieces[0][1]["est_peak"]
+    short = speech(1.0, seed=7)
+    assert ev.score_long(short, short * 0.5, SR, SR) == {
+        **ev.score(short, short * 0.5, SR),
+        "segments": 1,
+    }
