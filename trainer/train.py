@@ -5,9 +5,9 @@ One top-to-bottom loop (nanoGPT style): fetch micro-batches, run one GAN optimiz
 audio in one batched call, generator step; DAC's order), then guard, log, validate and
 checkpoint at their intervals. A stop request (a signal such as SLURM's SIGTERM, or a stop
 file; :mod:`trainer.stopping`) ends the run at the next step where the ranks agree, with a
-checkpoint and an export, like reaching ``max_steps``. How backward and the optimizer steps run (Accelerate DDP, or
-the generator in a DeepSpeed ZeRO engine with the discriminator beside it) lives in
-:mod:`trainer.engine`.
+checkpoint and an export, like reaching ``max_steps``. How backward and the optimizer steps
+run (Accelerate DDP, or the generator in a DeepSpeed ZeRO engine with the discriminator
+beside it) lives in :mod:`trainer.engine`.
 
 With gradient accumulation the discriminator steps after the last micro-batch's
 discriminator loss, so earlier micro-batches' generator terms see the discriminator of the
@@ -320,15 +320,13 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
                 logs["codebook/usage_mean"],
             )
 
-        asked = stop.reason()
-        out_of_time, val_due, stopping = _agree(
-            acc, cfg, state.step, t_start, t_last_val, asked is not None
-        )
+        out_of_time, val_due, asked = _agree(acc, cfg, state.step, t_start, t_last_val, stop)
+        stopping = asked is not None
         done = state.step >= cfg.run.max_steps or out_of_time or stopping
         if out_of_time:
             stop_reason = f"max_minutes ({cfg.run.max_minutes})"
         if stopping:
-            stop_reason = f"stop requested ({asked or 'on another rank'})"
+            stop_reason = f"stop requested ({asked})"
             log.warning("step %d: %s; saving and exporting", state.step, stop_reason)
             # a SIGKILL before the run finishes then shows as preempted, not crashed
             tracker.mark_preempting()
@@ -385,26 +383,28 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
 
 
 def _agree(
-    acc, cfg, step: int, t_start: float, t_last_val: float, stop_asked: bool
-) -> tuple[bool, bool, bool]:
-    """``(out of time, validation due by the clock, stop requested)``, the same on every rank.
+    acc, cfg, step: int, t_start: float, t_last_val: float, stop: StopRequest
+) -> tuple[bool, bool, str | None]:
+    """``(out of time, validation due by the clock, stop request or None)``, the same on
+    every rank (the request as this rank saw it, or "on another rank").
 
     One process: read every step. Several: every rank must stop (and validate) at the same
     step, and a signal reaches the ranks at different moments, so they agree every
-    ``run.agree_every`` steps: one 3-value all-reduce there, and no collective (and no host
-    sync) on the other steps. A flag raised on any rank holds for all.
+    ``run.agree_every`` steps: one 3-value all-reduce there, and no collective, host sync or
+    stop-file lookup on the other steps. A flag raised on any rank holds for all.
     """
     max_min, every_min = cfg.run.max_minutes, cfg.validation.every_minutes
     if acc.num_processes > 1 and step % cfg.run.agree_every != 0:
-        return False, False, False
+        return False, False, None
     now = time.time()
     late = max_min is not None and (now - t_start) / 60 >= max_min
     due = every_min is not None and (now - t_last_val) / 60 >= every_min
+    asked = stop.reason()
     if acc.num_processes == 1:
-        return late, due, stop_asked
-    flags = torch.tensor([float(late), float(due), float(stop_asked)], device=acc.device)
+        return late, due, asked
+    flags = torch.tensor([float(late), float(due), float(asked is not None)], device=acc.device)
     late_all, due_all, stop_all = (acc.reduce(flags, "sum") > 0).tolist()
-    return bool(late_all), bool(due_all), bool(stop_all)
+    return bool(late_all), bool(due_all), (asked or "on another rank") if stop_all else None
 
 
 def _run_validation(cfg, acc, eng, n_q_val, kbps_of, tracker, step, elapsed_s: float):

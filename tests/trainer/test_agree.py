@@ -27,6 +27,20 @@ class FakeAcc:
         return t + self.others
 
 
+class Asked:
+    """Stands in for StopRequest: this rank's request (or None); counts the lookups."""
+
+    def __init__(self, reason: str | None = None):
+        self.value, self.lookups = reason, 0
+
+    def reason(self):
+        self.lookups += 1
+        return self.value
+
+
+NO = Asked()
+
+
 def cfg(**over):
     c = load_config("configs/debug.yaml", [f"{k}={v}" for k, v in over.items()])
     return SimpleNamespace(run=c.run, validation=c.validation)
@@ -36,26 +50,32 @@ def test_one_process_decides_every_step_without_a_collective():
     now = time.time()
     c = cfg(**{"run.max_minutes": 1, "validation.every_minutes": 0.5, "run.agree_every": 10})
     acc = FakeAcc(1)
-    assert _agree(acc, c, 3, now - 61, now - 10, False) == (True, False, False)
-    assert _agree(acc, c, 3, now - 40, now - 31, False) == (False, True, False)
-    assert _agree(acc, c, 3, now - 10, now - 10, False) == (False, False, False)
-    assert _agree(acc, c, 3, now - 10, now - 10, True) == (False, False, True)
+    assert _agree(acc, c, 3, now - 61, now - 10, NO) == (True, False, None)
+    assert _agree(acc, c, 3, now - 40, now - 31, NO) == (False, True, None)
+    assert _agree(acc, c, 3, now - 10, now - 10, NO) == (False, False, None)
+    sig = Asked("signal SIGTERM")
+    assert _agree(acc, c, 3, now - 10, now - 10, sig) == (False, False, "signal SIGTERM")
     assert acc.reduces == 0
 
 
 def test_without_time_limits_stop_requests_are_still_agreed():
     acc = FakeAcc(2, others=[0.0, 0.0, 1.0])  # another rank was signalled
     c = cfg(**{"run.agree_every": 5})
-    assert _agree(acc, c, 4, 0.0, 0.0, False) == (False, False, False) and acc.reduces == 0
-    assert _agree(acc, c, 5, 0.0, 0.0, False) == (False, False, True) and acc.reduces == 1
+    here = Asked()
+    assert _agree(acc, c, 4, 0.0, 0.0, here) == (False, False, None)
+    assert acc.reduces == 0 and here.lookups == 0  # no stop-file lookup between agreements
+    assert _agree(acc, c, 5, 0.0, 0.0, here) == (False, False, "on another rank")
+    assert acc.reduces == 1 and here.lookups == 1
+    assert _agree(acc, c, 10, 0.0, 0.0, Asked("stop file S")) == (False, False, "stop file S")
 
 
 def test_several_processes_agree_every_agree_every_steps_only():
     now = time.time()
     c = cfg(**{"run.max_minutes": 1, "validation.every_minutes": 0.5, "run.agree_every": 10})
     acc = FakeAcc(2, others=[0.0, 1.0, 0.0])  # another rank's clock says validation is due
-    assert _agree(acc, c, 7, now - 120, now - 120, True) == (False, False, False)
+    sig = Asked("signal SIGUSR1")
+    assert _agree(acc, c, 7, now - 120, now - 120, sig) == (False, False, None)
     assert acc.reduces == 0
-    assert _agree(acc, c, 10, now - 5, now - 5, False) == (False, True, False)
+    assert _agree(acc, c, 10, now - 5, now - 5, NO) == (False, True, None)
     assert acc.reduces == 1
-    assert _agree(acc, c, 20, now - 61, now - 5, True) == (True, True, True)
+    assert _agree(acc, c, 20, now - 61, now - 5, sig) == (True, True, "signal SIGUSR1")
