@@ -12,7 +12,7 @@
 # (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); DeepSpeed needs `accelerate launch`
 # with a DeepSpeed config (ACCEL_CONFIG=launch/deepspeed_zero2.yaml).
 # To stop all nodes cleanly (checkpoint + export, exit 0), touch the run's stop file,
-# runs/<name>/STOP, on the shared file system; `--resume` then continues from it.
+# runs/<name>/STOP, where node 0 sees it (one rank seeing it stops all); `--resume` continues.
 set -euo pipefail
 CONFIG=${1:?usage: bash launch/torchrun_multinode.sh configs/<preset>.yaml [key=value ...]}
 shift
