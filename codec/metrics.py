@@ -127,6 +127,47 @@ def rms_ratio(ref: Tensor, est: Tensor) -> Tensor:
     return rms(est) / rms(ref).clamp_min(1e-12)
 
 
+# Level by frequency band: where a codec loses (or adds) energy. Octaves from 60 Hz; the
+# first band is below speech (rumble), 60-120 and 120-250 Hz hold the fundamental of male and
+# female voices. A codec whose overall level is low can be missing one band almost entirely
+# (BENCHMARKS.md: an early CPU-trained model and the voice fundamental).
+BAND_EDGES_HZ = (0, 60, 120, 250, 500, 1000, 2000, 4000, 8000, 16000)
+
+
+def bands(sample_rate: int) -> list[tuple[float, float]]:
+    """The ``(low, high)`` Hz bands of :data:`BAND_EDGES_HZ` below Nyquist (the last one
+    ends at Nyquist)."""
+    nyq = sample_rate / 2
+    lows = [e for e in BAND_EDGES_HZ[:-1] if e < nyq]
+    highs = [min(e, nyq) for e in BAND_EDGES_HZ[1 : len(lows) + 1]]
+    highs[-1] = nyq
+    return list(zip(lows, highs, strict=True))
+
+
+def band_names(sample_rate: int) -> list[str]:
+    return [f"{lo:g}-{hi:g}Hz" for lo, hi in bands(sample_rate)]
+
+
+def band_energies(x: Tensor, sample_rate: int) -> Tensor:
+    """``[B, n_bands]`` energy (sum of the squared spectrum magnitude) per :func:`bands`."""
+    with no_autocast(x.device):
+        x = _flat(x)
+        power = torch.fft.rfft(x).abs().pow(2)
+        freqs = torch.fft.rfftfreq(x.shape[-1], 1 / sample_rate, device=x.device)
+        out = []
+        for i, (lo, hi) in enumerate(bands(sample_rate)):
+            last = i == len(bands(sample_rate)) - 1
+            mask = (freqs >= lo) & ((freqs <= hi) if last else (freqs < hi))
+            out.append(power[:, mask].sum(-1))
+        return torch.stack(out, -1)
+
+
+def band_level_ratios(ref_energy: Tensor, est_energy: Tensor) -> Tensor:
+    """Output/input RMS level per band from :func:`band_energies` (summed over as many
+    items as wanted first: per-item ratios of near-empty bands are noise)."""
+    return (est_energy / ref_energy.clamp_min(ENERGY_EPS)).sqrt()
+
+
 def pearson(a: Tensor, b: Tensor) -> Tensor:
     """Pearson correlation along the last axis (0 when either side is constant)."""
     a = a - a.mean(-1, keepdim=True)

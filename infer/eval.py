@@ -87,6 +87,9 @@ def score(ref: np.ndarray, est: np.ndarray, rate: int) -> dict[str, float]:
                                           "ref_peak", "est_peak")}  # fmt: skip
     out["stft_distance"] = float(metrics.stft_distance(r, e)[0])
     out["pesq_wb"], out["stoi"] = _pesq_stoi(ref, est, rate)
+    # energies, not ratios: pieces and files are summed before the ratio (infer.report)
+    out["band_energy_ref"] = metrics.band_energies(r, rate)[0].tolist()
+    out["band_energy_est"] = metrics.band_energies(e, rate)[0].tolist()
     return out
 
 
@@ -109,7 +112,9 @@ def score_long(ref: np.ndarray, est: np.ndarray, rate: int, seg: int) -> dict[st
     parts = [(b - a, score(ref[a:b], est[a:b], rate)) for a, b in segment_bounds(len(ref), seg)]
     if len(parts) == 1:
         return {**parts[0][1], "segments": 1}
-    out: dict[str, float] = {"segments": len(parts)}
+    out: dict = {"segments": len(parts)}
+    for k in ("band_energy_ref", "band_energy_est"):
+        out[k] = [sum(v) for v in zip(*(p[k] for _, p in parts), strict=True)]
     for m in METRICS:
         if m.endswith("_peak"):
             out[m] = max(p[m] for _, p in parts)
@@ -230,7 +235,8 @@ def evaluate(
         "files": [str(f) for f in files],
         "skipped": skipped,
         "results": rows,
-        "summary": summarise(rows, METRICS),
+        "band_names": metrics.band_names(rate),
+        "summary": summarise(rows, METRICS, metrics.band_names(rate)),
     }
 
 

@@ -30,10 +30,14 @@ def _mean(values: list[float]) -> float:
     return sum(ok) / len(ok) if ok else math.nan
 
 
-def summarise(rows: list[dict], metric_names: Sequence[str]) -> list[dict]:
+def summarise(
+    rows: list[dict], metric_names: Sequence[str], band_names: Sequence[str] = ()
+) -> list[dict]:
     """Mean of every metric per (system, kbps), NaN-skipping (e.g. PESQ on a silent clip);
-    ordered by system then bitrate. Each entry also has ``files`` (how many clips) and, when
-    some clips had no value for a metric, ``undefined`` (metric -> how many)."""
+    ordered by system then bitrate. Each entry also has ``files`` (how many clips), when
+    some clips had no value for a metric ``undefined`` (metric -> how many), and with
+    ``band_names`` the output/input level per band over all clips' energies together
+    (``band_levels``)."""
     groups: dict[tuple[str, float], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["system"], r["kbps"]), []).append(r)
@@ -49,6 +53,13 @@ def summarise(rows: list[dict], metric_names: Sequence[str]) -> list[dict]:
         undefined = {m: n for m in metric_names if (n := sum(_undefined(r[m]) for r in rs))}
         if undefined:  # e.g. PESQ or STOI of a clip too short to score: not in the mean
             entry["undefined"] = undefined
+        if band_names:
+            e_ref = [sum(v) for v in zip(*(r["band_energy_ref"] for r in rs), strict=True)]
+            e_est = [sum(v) for v in zip(*(r["band_energy_est"] for r in rs), strict=True)]
+            entry["band_levels"] = {
+                b: math.sqrt(o / i) if i > 0 else math.nan
+                for b, i, o in zip(band_names, e_ref, e_est, strict=True)
+            }
         out.append(entry)
     return out
 
@@ -79,6 +90,15 @@ def markdown(result: dict) -> str:
             f"Undefined, so left out of those means: {said} (too short or silent to score; "
             "per file in eval.json)."
         )
+    names = result.get("band_names") or []
+    if names and all("band_levels" in e for e in result["summary"]):
+        lines += ["", "Level out/in by frequency band (all files' energy together):", ""]
+        lines.append("| system | kbps | " + " | ".join(names) + " |")
+        lines.append("|" + "---|" * (len(names) + 2))
+        for e in result["summary"]:
+            name = e["system"] + (f" (n_q={e['n_q']})" if "n_q" in e else "")
+            cells = [f"{e['band_levels'][b]:.2f}" for b in names]
+            lines.append(f"| {name} | {e['kbps']:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

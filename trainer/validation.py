@@ -41,6 +41,8 @@ class BitrateResult:
     out_min: float
     out_max: float
     diagnosis: str
+    # output/input level per frequency band (codec.metrics.bands), over all chunks together
+    band_levels: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +76,8 @@ class ValidationResult:
                 "out_max",
             ):
                 out[f"{tag}/{name}"] = getattr(r, name)
+            for band, v in r.band_levels.items():
+                out[f"{tag}/level_{band}"] = v
         return out
 
     def table(self) -> str:
@@ -88,6 +92,15 @@ class ValidationResult:
                 f"{r.mel_distance:8.3f}  {r.rms_ratio:9.3f}  {r.waveform_corr:9.3f}  "
                 f"{r.envelope_corr:8.3f}  {r.diagnosis}"
             )
+        names = list(self.per_bitrate[0].band_levels) if self.per_bitrate else []
+        if names:  # where the level is lost: a low RMS ratio can be one missing band
+            lines.append("  level out/in by band (Hz): " + "  ".join(n[:-2] for n in names))
+            for r in self.per_bitrate:
+                cells = "  ".join(
+                    f"{v:>{len(n) - 2}.2f}"
+                    for n, v in zip(names, r.band_levels.values(), strict=True)
+                )
+                lines.append(f"  {r.kbps:4g} kbps{' ' * 18}{cells}")
         return "\n".join(lines)
 
 
@@ -121,6 +134,8 @@ def validate(
     was_training = codec.training
     codec.eval()
     sums: dict[int, dict[str, float]] = {n: {} for n in n_quantizers}
+    energy_in = torch.zeros(len(metrics.bands(sample_rate)), dtype=torch.float64)
+    energy_out = {n: torch.zeros_like(energy_in) for n in n_quantizers}
     n_items, seconds = 0, 0.0
     examples: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     try:
@@ -128,6 +143,7 @@ def validate(
             x = audio.to(device=device, dtype=torch.float32).reshape(1, 1, -1)
             n_items += 1
             seconds += x.shape[-1] / sample_rate
+            energy_in += metrics.band_energies(x, sample_rate)[0].double().cpu()
             for n in n_quantizers:
                 y = codec(x, n_quantizers=n).audio.float()
                 coh = metrics.phase_coherence(x, y, sample_rate)
@@ -143,6 +159,7 @@ def validate(
                     "out_min": y.min().item(),
                     "out_max": y.max().item(),
                 }
+                energy_out[n] += metrics.band_energies(y, sample_rate)[0].double().cpu()
                 acc = sums[n]
                 for k, v in vals.items():
                     if k in ("out_min",):
@@ -170,6 +187,13 @@ def validate(
                 kbps=kbps_of[n],
                 diagnosis=metrics.diagnose(
                     mean["rms_ratio"], mean["waveform_corr"], mean["envelope_corr"]
+                ),
+                band_levels=dict(
+                    zip(
+                        metrics.band_names(sample_rate),
+                        metrics.band_level_ratios(energy_in, energy_out[n]).tolist(),
+                        strict=True,
+                    )
                 ),
                 **mean,
             )

@@ -135,3 +135,33 @@ def test_shape_mismatch_is_an_error(make_speech):
     x = make_speech(0.5)
     with pytest.raises(ValueError, match="shape"):
         metrics.snr_db(x, x[..., :-1])
+
+
+def test_bands_are_octaves_from_60_hz_up_to_nyquist():
+    assert metrics.bands(16000) == [
+        (0, 60), (60, 120), (120, 250), (250, 500), (500, 1000),
+        (1000, 2000), (2000, 4000), (4000, 8000.0),
+    ]  # fmt: skip
+    assert metrics.bands(44100)[-1] == (8000, 22050.0)
+    assert metrics.band_names(16000)[1] == "60-120Hz"
+
+
+def test_band_energies_split_the_spectrum_without_loss_or_overlap(make_speech):
+    x = make_speech(0.5, batch=2)
+    e = metrics.band_energies(x, SR)
+    total = torch.fft.rfft(x[:, 0].double()).abs().pow(2).sum(-1)
+    torch.testing.assert_close(e.double().sum(-1), total, rtol=1e-5, atol=0)
+
+
+def test_band_levels_find_a_missing_fundamental():
+    """A 100 Hz tone (male F0) plus a 1 kHz tone; the output keeps only the 1 kHz tone at
+    half level: 60-120 Hz comes out at 0, 1-2 kHz at 0.5, and the empty bands are not
+    reported as infinitely loud."""
+    t = torch.arange(SR) / SR
+    low, high = torch.sin(2 * math.pi * 100 * t), torch.sin(2 * math.pi * 1000 * t)
+    x, y = (0.3 * low + 0.3 * high)[None], (0.15 * high)[None]
+    ratio = metrics.band_level_ratios(metrics.band_energies(x, SR), metrics.band_energies(y, SR))
+    levels = dict(zip(metrics.band_names(SR), ratio[0].tolist(), strict=True))
+    assert levels["60-120Hz"] < 1e-3
+    assert levels["1000-2000Hz"] == pytest.approx(0.5, abs=1e-3)
+    assert all(math.isfinite(v) for v in levels.values())

@@ -57,6 +57,13 @@ def test_eval_cli_end_to_end(tmp_path, tiny_export, capsys):
         assert opus24["pesq_wb"] > 3.0 and opus24["stoi"] > 0.9  # a known codec scores well
     md = (out / "eval.md").read_text()
     assert "| telucodec (n_q=4) | 1.2 |" in md and md in capsys.readouterr().out
+    # level by band, from all files' energies together
+    assert result["band_names"][0] == "0-60Hz" and "Level out/in by frequency band" in md
+    for e in result["summary"]:
+        assert set(e["band_levels"]) == set(result["band_names"])
+    if kbps:
+        opus24 = next(e for e in result["summary"] if e["system"] == "opus" and e["kbps"] == 24)
+        assert 0.8 < opus24["band_levels"]["250-500Hz"] < 1.25
     assert (out / "eval.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
