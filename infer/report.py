@@ -7,6 +7,10 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+from codec import metrics
+
 # Columns of the Markdown table: (metric, header, format); direction in the header.
 TABLE = (
     ("mel_distance", "mel dist (lower)", "{:.3f}"),
@@ -54,12 +58,10 @@ def summarise(
         if undefined:  # e.g. PESQ or STOI of a clip too short to score: not in the mean
             entry["undefined"] = undefined
         if band_names:
-            e_ref = [sum(v) for v in zip(*(r["band_energy_ref"] for r in rs), strict=True)]
-            e_est = [sum(v) for v in zip(*(r["band_energy_est"] for r in rs), strict=True)]
-            entry["band_levels"] = {
-                b: math.sqrt(o / i) if i > 0 else math.nan
-                for b, i, o in zip(band_names, e_ref, e_est, strict=True)
-            }
+            e_ref = torch.tensor([r["band_energy_ref"] for r in rs], dtype=torch.float64)
+            e_est = torch.tensor([r["band_energy_est"] for r in rs], dtype=torch.float64)
+            ratios = metrics.band_level_ratios(e_ref.sum(0), e_est.sum(0)).tolist()
+            entry["band_levels"] = dict(zip(band_names, ratios, strict=True))
         out.append(entry)
     return out
 
