@@ -19,6 +19,22 @@ from collections.abc import Callable
 import torch
 
 
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """Where and how a reference script runs: the flags every script here takes."""
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--tiny", action="store_true", help="shrunken model for CI")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def apply_run_args(prog: str, args: argparse.Namespace) -> None:
+    """Check and apply :func:`add_run_args`' flags (exits naming the flag)."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"{prog}: --device cuda but torch.cuda.is_available() is False")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+
 def parse_args(prog: str, description: str, argv: list[str] | None, min_segment: int):
     """The shared CLI; bad values exit with a message naming the flag."""
     p = argparse.ArgumentParser(prog=prog, description=description)
@@ -26,10 +42,7 @@ def parse_args(prog: str, description: str, argv: list[str] | None, min_segment:
     p.add_argument("--segment-samples", type=int, default=8000, help="samples at 16 kHz")
     p.add_argument("--steps", type=int, default=5, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--tiny", action="store_true", help="shrunken model for CI")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_args(p)
     args = p.parse_args(argv)
     for name in ("batch", "steps"):
         if getattr(args, name) < 1:
@@ -41,10 +54,7 @@ def parse_args(prog: str, description: str, argv: list[str] | None, min_segment:
             f"{prog}: --segment-samples must be >= {min_segment} (longest STFT window), "
             f"got {args.segment_samples}"
         )
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit(f"{prog}: --device cuda but torch.cuda.is_available() is False")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    apply_run_args(prog, args)
     return args
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _harness import emit, identity
+from _harness import add_run_args, apply_run_args, emit, identity
 from dac_step import MIN_SEGMENT, SAMPLE_RATE, build, train_step
 
 PROG = "dac_train"
@@ -53,10 +53,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--n-quantizers", type=int, default=8, help="codebooks at validation")
     p.add_argument("--batch", type=int, default=12)
     p.add_argument("--segment-samples", type=int, default=16000)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--tiny", action="store_true", help="shrunken model for CI")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_args(p)
     args = p.parse_args(argv)
     for name in ("minutes", "val_every_minutes"):
         if getattr(args, name) <= 0:
@@ -68,10 +65,7 @@ def parse_args(argv: list[str] | None):
     for name in ("train.npz", "val.npz"):
         if not (args.data / name).is_file():
             sys.exit(f"{PROG}: {args.data / name} not found (bench_budget.py writes it)")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit(f"{PROG}: --device cuda but torch.cuda.is_available() is False")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    apply_run_args(PROG, args)
     return args
 
 
