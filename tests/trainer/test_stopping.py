@@ -8,7 +8,6 @@ whole process group (trainer, DataLoader worker, and for two processes the launc
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer._runs import logged_steps
+from tests.trainer._runs import kill_group, logged_steps, start_run, stopped_at, wait_for_step
 from trainer.checkpoint import is_complete, step_dir_name
 from trainer.config import ConfigError, load_config
 from trainer.stopping import StopRequest, parse_signals
@@ -82,45 +81,17 @@ def test_data_workers_ignore_the_stop_signals():
 
 # -- real runs ------------------------------------------------------------------------------
 
-STEP_LINE = re.compile(r"\] step (\d+) \|")
-
-
-def _start(cmd: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    env.pop("WANDB_API_KEY", None)
-    # its own session: the signal goes to the whole group, as SLURM signals a job step
-    return subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def _wait_for_step(proc: subprocess.Popen, log: Path, step: int, timeout: float = 300) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        steps = [int(m) for m in STEP_LINE.findall(log.read_text())]
-        if steps and max(steps) >= step:
-            return
-        assert proc.poll() is None, f"training ended early:\n{log.read_text()[-3000:]}"
-        time.sleep(0.2)
-    raise AssertionError(f"no step {step} within {timeout} s:\n{log.read_text()[-3000:]}")
-
 
 def _run_and_ask(cmd: list[str], log: Path, at_step: int, ask, timeout: float = 180) -> int:
     """Start ``cmd``, call ``ask(proc)`` once it has logged ``at_step``, and return its exit
     code (the whole group is killed if it has not ended by ``timeout``)."""
-    proc = _start(cmd, log)
+    proc = start_run(cmd, log)
     try:
-        _wait_for_step(proc, log, at_step)
+        wait_for_step(proc, log, at_step)
         ask(proc)
         return proc.wait(timeout=timeout)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc)
 
 
 def _sigterm_group(proc: subprocess.Popen) -> None:
@@ -131,13 +102,6 @@ def _launch_2proc(shards: Path, out: Path, *extra: str, config="cpu_2proc.yaml")
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     cmd += ["--config_file", f"launch/{config}", "-m", "trainer.train"]
     return cmd + _args(shards, out, *extra)
-
-
-def _stopped_at(log: Path) -> int:
-    """The step the log says the run stopped at on a request (one value for all ranks)."""
-    found = {int(m) for m in re.findall(r"step (\d+): stop requested", log.read_text())}
-    assert len(found) == 1, f"ranks disagree or no stop: {found}\n{log.read_text()[-3000:]}"
-    return found.pop()
 
 
 def _args(shards: Path, out: Path, *extra: str) -> list[str]:
@@ -163,7 +127,7 @@ def test_sigterm_to_the_job_saves_exports_and_resumes(tiny_shards, tmp_path):
     rc = _run_and_ask(cmd, log, 3, _sigterm_group)
     text = log.read_text()
     assert rc == 0, text[-3000:]
-    n = _stopped_at(log)
+    n = stopped_at(log)
     assert "stop requested (signal SIGTERM)" in text
     run_dir = tmp_path / "debug"
     assert is_complete(run_dir / "checkpoints" / step_dir_name(n))
@@ -194,7 +158,7 @@ def test_two_processes_stop_together_on_a_stop_file(tiny_shards, tmp_path, confi
     rc = _run_and_ask(cmd, log, 2, lambda _proc: stop_file.touch())
     text = log.read_text()
     assert rc == 0, text[-3000:]
-    n = _stopped_at(log)
+    n = stopped_at(log)
     assert n % 4 == 0  # the ranks agree every run.agree_every steps
     assert f"[rank 0] step {n}: stop requested (stop file {stop_file})" in text
     assert f"[rank 1] step {n}: stop requested" in text
@@ -209,6 +173,6 @@ def test_sigterm_to_a_two_process_launch_saves_before_the_launcher_kills(tiny_sh
     log = tmp_path / "train.log"
     cmd = _launch_2proc(tiny_shards, tmp_path, "run.agree_every=4")
     _run_and_ask(cmd, log, 2, _sigterm_group)  # the launcher exits non-zero: it was signalled
-    n = _stopped_at(log)
+    n = stopped_at(log)
     assert is_complete(tmp_path / "debug" / "checkpoints" / step_dir_name(n))
     assert "generator exported" in log.read_text()
