@@ -51,6 +51,11 @@ class RunConfig:
         (``max_minutes``, ``validation.every_minutes``) and stop requests every this many
         steps: one tiny all-reduce and one host sync. Small enough that a SIGTERM, which the
         launcher follows with SIGKILL after 30 s, is acted on in time at GPU step rates.
+    dist_timeout_minutes: how long a collective may wait for the slowest rank before the
+        process group fails the job. Rank 0 validates while the others wait in a barrier,
+        so it must outlast the longest validation; None = 4 minutes per minute of validation
+        audio (``validation.max_seconds``), at least 30. Validation logs its wall time beside
+        this value.
     """
 
     name: str = "telucodec"
@@ -72,6 +77,7 @@ class RunConfig:
     stop_signals: tuple[str, ...] = ("SIGTERM", "SIGUSR1")
     stop_file: str | None = None
     agree_every: int = 10
+    dist_timeout_minutes: float | None = None
 
     def __post_init__(self) -> None:
         _check(
@@ -89,6 +95,11 @@ class RunConfig:
         _check(bool(self.name), "run.name", "must not be empty")
         _check(self.dead_code_every >= 0, "run.dead_code_every", "must be >= 0")
         _check(self.agree_every > 0, "run.agree_every", f"must be > 0, got {self.agree_every}")
+        _check(
+            self.dist_timeout_minutes is None or self.dist_timeout_minutes > 0,
+            "run.dist_timeout_minutes",
+            f"must be > 0 or null, got {self.dist_timeout_minutes}",
+        )
         try:
             parse_signals(self.stop_signals)
         except ValueError as e:

@@ -80,15 +80,59 @@ from accelerate.utils import (
 )
 from torch import nn
 
+from telucodec.errors import UserInputError
 from trainer.config import ConfigError, ExperimentConfig
 from trainer.distributed import replace_dead_codes
 
 log = logging.getLogger("telucodec")
 
 
+class LaunchMismatch(UserInputError):
+    """The processes the launcher started and the setup Accelerate formed disagree (a world
+    of 1 where the launcher started 2, DDP where the launch file asked for DeepSpeed): the
+    run would train, but not as asked, so it stops before step 1."""
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() in ("1", "true", "yes")
+
+
 def use_deepspeed_env() -> bool:
     """``accelerate launch`` with a DeepSpeed config exports ACCELERATE_USE_DEEPSPEED."""
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    return _env_flag("ACCELERATE_USE_DEEPSPEED")
+
+
+def dist_timeout(cfg: ExperimentConfig) -> timedelta:
+    """The process-group timeout: ``run.dist_timeout_minutes``, or (None) 4 minutes per
+    minute of validation audio and at least 30, since rank 0 validates while the others wait
+    in a barrier."""
+    minutes = cfg.run.dist_timeout_minutes
+    if minutes is None:
+        minutes = max(30.0, cfg.validation.max_seconds / 60.0 * 4)
+    return timedelta(minutes=minutes)
+
+
+def check_launch(acc: Accelerator, deepspeed_asked: bool) -> None:
+    """Refuse a run whose distributed setup is not the one its launcher asked for.
+
+    Two silent failures seen in practice: a DeepSpeed launch file with ACCELERATE_USE_CPU=1
+    in the environment trains plain DDP (Accelerate's CPU switch wins over the DeepSpeed
+    plugin; :func:`build_accelerator` names that cause before building), and processes that
+    the launcher started as one world each train alone when no process group forms
+    (WORLD_SIZE says N, Accelerate says 1).
+    """
+    if deepspeed_asked and acc.distributed_type != DistributedType.DEEPSPEED:
+        raise LaunchMismatch(
+            "the launch asked for DeepSpeed (ACCELERATE_USE_DEEPSPEED=true) but Accelerate set "
+            f"up {acc.distributed_type.value}"
+        )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world != acc.num_processes:
+        raise LaunchMismatch(
+            f"the launcher started a world of {world} processes (WORLD_SIZE) but Accelerate "
+            f"formed a group of {acc.num_processes}: each process would train alone. On CPU set "
+            "`use_cpu: true` in the launch file, ACCELERATE_USE_CPU=1, or run.cpu=true"
+        )
 
 
 def resolve_precision(cfg: ExperimentConfig, on_cpu: bool) -> str:
@@ -113,15 +157,19 @@ def build_accelerator(cfg: ExperimentConfig) -> Accelerator:
         # Training crops have one fixed shape, so cuDNN's algorithm search runs once per
         # conv and the fastest kernel is kept (validation's whole chunks add a few shapes).
         torch.backends.cudnn.benchmark = cfg.run.cudnn_benchmark
-    # Rank 0 validates while the others wait in a barrier: the process-group timeout must
-    # outlast the longest validation the config allows (bounded by max_seconds of audio).
-    timeout = timedelta(minutes=max(30.0, cfg.validation.max_seconds / 60.0 * 4))
+    if deepspeed and _env_flag("ACCELERATE_USE_CPU"):
+        raise LaunchMismatch(
+            "the launch asked for DeepSpeed but ACCELERATE_USE_CPU is set in the environment, "
+            "which makes Accelerate train plain DDP instead; unset it (DeepSpeed picks its CPU "
+            "accelerator by itself when no GPU is visible)"
+        )
+    timeout = dist_timeout(cfg)
     pg = InitProcessGroupKwargs(timeout=timeout)
     if deepspeed and on_cpu:
         # Accelerate turns DeepSpeed on only with cpu=False; with no GPU it then needs to be
         # told the backend, else it initialises DeepSpeed's group but reports one process.
         pg = InitProcessGroupKwargs(timeout=timeout, backend="gloo")
-    return Accelerator(
+    acc = Accelerator(
         # on CPU Accelerate forms a (gloo) process group only when asked to; DeepSpeed is
         # only enabled with cpu=False (its CPU accelerator is picked by DeepSpeed itself)
         cpu=on_cpu and not deepspeed,
@@ -133,6 +181,8 @@ def build_accelerator(cfg: ExperimentConfig) -> Accelerator:
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[pg, DistributedDataParallelKwargs(find_unused_parameters=False)],
     )
+    check_launch(acc, deepspeed)
+    return acc
 
 
 def use_fused_adamw(cfg: ExperimentConfig, device_type: str) -> bool:

@@ -45,7 +45,7 @@ from trainer.config import (
     load_config,
     save_config,
 )
-from trainer.engine import build_accelerator, resolve_precision
+from trainer.engine import build_accelerator, dist_timeout, resolve_precision
 from trainer.step import build_step_objects, gan_step
 from trainer.stopping import StopRequest, ignore_signals
 from trainer.tracking import Tracker
@@ -425,10 +425,23 @@ def _run_validation(cfg, acc, eng, n_q_val, kbps_of, tracker, step, elapsed_s: f
         acc.device,
         audio_examples=cfg.validation.audio_examples,
     )
-    log.info("step %d %s (%.1f s)", step, res.table(), time.time() - t0)
+    wall_s = time.time() - t0
+    # the other ranks wait in a barrier meanwhile: a validation nearing the process-group
+    # timeout would fail the whole job, so its margin is logged and warned about
+    limit_s = dist_timeout(cfg).total_seconds()
+    log.info("step %d %s", step, res.table())
+    log.info("validation took %.1f s (process-group timeout %.0f s)", wall_s, limit_s)
+    if acc.num_processes > 1 and wall_s > 0.5 * limit_s:
+        log.warning(
+            "validation took %.0f s, over half the process-group timeout (%.0f s): raise "
+            "run.dist_timeout_minutes or lower validation.max_seconds",
+            wall_s,
+            limit_s,
+        )
     # wall time this session had trained when validation began: curves against time, for
     # comparisons at a fixed budget (benchmarks/bench_budget.py)
-    tracker.log({**res.flat(), "val/session_wall_s": elapsed_s}, step=step)
+    logs = {**res.flat(), "val/session_wall_s": elapsed_s, "val/wall_s": wall_s}
+    tracker.log({**logs, "val/dist_timeout_s": limit_s}, step=step)
     run = tracker.run()
     if run is not None and res.examples:
         try:

@@ -54,6 +54,9 @@ def test_accelerate_configs_load(path):
             assert ds[key] == "auto"
         assert ds["gradient_clipping"] == "auto"
         assert cfg.deepspeed_config.get("zero3_init_flag") is False
+        # torchrun per node: the default (pdsh) ssh-es into a hostfile's hosts, and without
+        # one a two-node launch split into two worlds of 1
+        assert cfg.deepspeed_config.get("deepspeed_multinode_launcher") == "standard"
 
 
 def test_cpu_configs_start_two_processes():
