@@ -179,7 +179,12 @@ def build_accelerator(cfg: ExperimentConfig) -> Accelerator:
         # Our LR schedule counts optimizer steps; Accelerate would otherwise step it once
         # per process, which makes the decay depend on the world size.
         step_scheduler_with_optimizer=False,
-        kwargs_handlers=[pg, DistributedDataParallelKwargs(find_unused_parameters=False)],
+        # broadcast_buffers off: the only buffer is the quantizer's usage EMA, which each rank
+        # keeps from its own data and trainer.distributed.average_usage combines when read
+        kwargs_handlers=[
+            pg,
+            DistributedDataParallelKwargs(find_unused_parameters=False, broadcast_buffers=False),
+        ],
     )
     check_launch(acc, deepspeed)
     return acc

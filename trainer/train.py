@@ -45,6 +45,7 @@ from trainer.config import (
     load_config,
     save_config,
 )
+from trainer.distributed import average_usage
 from trainer.engine import build_accelerator, dist_timeout, resolve_precision
 from trainer.step import build_step_objects, gan_step
 from trainer.stopping import StopRequest, ignore_signals
@@ -272,6 +273,7 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
             last_losses = dict(zip([*names, "disc", "gen_total"], vec.tolist(), strict=True))
             dt = (time.time() - t_window) / steps_window
             t_window, steps_window = time.time(), 0
+            average_usage(acc, eng.codec)  # every rank joins: the usage of all ranks' data
             stats = eng.codec.quantizer.codebook_stats()
             lr_g, lr_d = eng.lrs()
             logs = {f"loss/{k}": v for k, v in last_losses.items()}
