@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from codec.layers import ResidualUnit, Snake, WNConv1d, downsample_conv, upsample_conv
 from codec.quantizer import ResidualVectorQuantizer
+from codec.spectral import no_autocast
 
 DILATIONS = (1, 3, 9)  # DAC / SoundStream residual-unit dilations
 
@@ -73,6 +74,12 @@ class Decoder(nn.Module):
     Channels halve at every stride (``channels / 2**i``). Ends like DAC:
     Snake -> conv k7 -> Tanh. Tanh bounds the output to the range the prep command
     guarantees for inputs (peak-safe), so input and output ranges match by construction.
+
+    The last conv and the Tanh run in fp32 with autocast off: under bf16 autocast the
+    waveform would otherwise be rounded to bf16 (8 bits of mantissa, about -48 dB of
+    relative error) before the fp32 losses and the STFT discriminator see it. The cost is
+    one conv to one channel. (A decoder whose weights were cast to bf16 for inference,
+    ``infer.fast``, keeps running them in bf16.)
     """
 
     def __init__(self, input_channel: int, channels: int, rates: tuple[int, ...], d_out: int = 1):
@@ -91,7 +98,13 @@ class Decoder(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        *body, conv, tanh = self.model
+        for layer in body:
+            x = layer(x)
+        # in the weights' own dtype: fp32 in training, bf16 where inference cast the decoder
+        dtype = next(conv.parameters()).dtype
+        with no_autocast(x.device):
+            return tanh(conv(x.to(dtype)))
 
 
 @dataclass

@@ -136,11 +136,22 @@ def check_launch(acc: Accelerator, deepspeed_asked: bool) -> None:
 
 
 def resolve_precision(cfg: ExperimentConfig, on_cpu: bool) -> str:
+    """``run.precision`` with ``auto`` resolved: "bf16", "fp16" or "no" (fp32)."""
     p = cfg.run.precision
     if p == "auto":
-        return "no" if on_cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+        p = "no" if on_cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     if on_cpu and p == "fp16":
         raise ConfigError("config field `run.precision`: fp16 needs a GPU; use bf16 or no on CPU")
+    if p == "fp16" and cfg.optim.grad_accum > 1:
+        # Both optimizers share Accelerate's one loss scaler, which updates its scale at the
+        # discriminator's step: that falls between the generator's micro-batches (DAC's
+        # order), so earlier micro-batches' gradients would be unscaled with another factor
+        # than they were scaled with. Refused rather than trained wrong.
+        raise ConfigError(
+            f"config field `optim.grad_accum`: {cfg.optim.grad_accum} with fp16 (run.precision "
+            f"{cfg.run.precision!r}) would mix loss scales across micro-batches; use bf16, fp32 "
+            "(no), or grad_accum 1 with a larger data.batch_size"
+        )
     return p
 
 
@@ -232,6 +243,12 @@ class GanEngine:
         (self.gen, self.disc, self.opt_g, self.opt_d, self.sched_g, self.sched_d) = acc.prepare(
             gen, disc, opt_g, opt_d, sched_g, sched_d
         )
+        # With mixed precision, prepare() wraps each model's forward in autocast, in place
+        # on the module itself, so the unwrapped generator that validation and export run
+        # computed in bf16 too (the DeepSpeed path validated in fp32). The loop enters
+        # autocast itself (self.autocast()), so the wrapper is removed: the caller decides.
+        for model in (self.gen, self.disc):
+            acc.unwrap_model(model, keep_fp32_wrapper=False)
         if cfg.run.compile:
             self.gen, self.disc = _compile(self.gen), _compile(self.disc)
         self._gen_params = [p for p in self.gen.parameters() if p.requires_grad]
