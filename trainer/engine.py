@@ -455,13 +455,7 @@ class DeepSpeedGanEngine(GanEngine):
 
     def step_gen(self) -> tuple[torch.Tensor | float, bool]:
         if self.stage == 0:
-            # no ZeRO optimizer to check the norm: the all-reduced grads sit in .grad
-            grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-            if grads and not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads))):
-                self.engine.zero_grad()
-                self.sched_g.step()
-                self.sched_d.step()
-                return float("nan"), False
+            return self._step_gen_stage0()
         self.engine.step()  # clip (gradient_clipping), step, zero grads
         self.sched_g.step()
         self.sched_d.step()
@@ -475,6 +469,21 @@ class DeepSpeedGanEngine(GanEngine):
                 "DeepSpeed version does not skip such steps. Stopping without saving; resume "
                 "from the last checkpoint."
             )
+        return gnorm, ok
+
+    def _step_gen_stage0(self) -> tuple[float, bool]:
+        """Stage 0 has no ZeRO optimizer: it neither checks the norm nor reports one
+        (``get_global_grad_norm`` is None), so the norm of the all-reduced gradients in
+        ``.grad`` is taken here, before the engine clips and steps."""
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        gnorm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+        ok = math.isfinite(gnorm)
+        if ok:
+            self.engine.step()  # clip (gradient_clipping), step, zero grads
+        else:
+            self.engine.zero_grad()
+        self.sched_g.step()
+        self.sched_d.step()
         return gnorm, ok
 
     def lrs(self) -> tuple[float, float]:

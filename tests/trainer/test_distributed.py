@@ -45,7 +45,7 @@ def _launch(
         how = ["--num_processes", "1", "--cpu", "--num_machines", "1", "--mixed_precision", "no"]
         how += ["--dynamo_backend", "no"]
     else:
-        how = ["--config_file", f"launch/{config}"]
+        how = ["--config_file", config if Path(config).is_absolute() else f"launch/{config}"]
     target = script or ["-m", "trainer.train"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *how, *target]
     cmd += ["--config", "configs/debug.yaml", f"run.output_dir={out}", *extra]
@@ -221,3 +221,33 @@ def test_deepspeed_skips_nonfinite_step_on_every_rank(tiny_shards, tmp_path):
     codec, meta = load_exported(run_dir / "export")
     assert meta["step"] == 4
     assert all(bool(p.isfinite().all()) for p in codec.parameters())
+
+
+@pytest.mark.parametrize("poison", [False, True], ids=["clean", "nan_at_step_3"])
+def test_deepspeed_zero0_trains_like_ddp_and_skips_a_nonfinite_step(
+    tiny_shards, tmp_path, ddp_run, poison
+):
+    """ZeRO stage 0 (no ZeRO optimizer, so DeepSpeed neither checks nor reports the gradient
+    norm): the trainer takes the norm itself. Clean, it trains as DDP does (same losses and
+    norms); with NaN in rank 0's third batch, both ranks skip step 3 and go on."""
+    ds = json.loads((REPO / "launch/deepspeed/zero2.json").read_text())
+    ds["zero_optimization"] = {"stage": 0}
+    (tmp_path / "zero0.json").write_text(json.dumps(ds))
+    yaml = (REPO / "launch/cpu_2proc_deepspeed.yaml").read_text()
+    yaml = yaml.replace("launch/deepspeed/zero2.json", str(tmp_path / "zero0.json"))
+    (tmp_path / "zero0.yaml").write_text(yaml)
+    extra = {"POISON_RANK": "0", "POISON_BATCHES": "3"} if poison else {}
+    script = ["tests/trainer/_poisoned_train.py"] if poison else None
+    proc = _launch(str(tmp_path / "zero0.yaml"), tmp_path, *_common(tiny_shards, 4),
+                   script=script, env_extra=extra)  # fmt: skip
+    assert "(deepspeed)" in proc.stdout + proc.stderr
+    m = logged_steps(tmp_path / "debug")
+    assert sorted(m) == [1, 2, 3, 4]
+    if poison:
+        assert [m[s]["guard/nonfinite_steps"] for s in (1, 2, 3, 4)] == [0, 0, 1, 1]
+        assert math.isfinite(m[4]["loss/gen_total"])
+        return
+    ref = logged_steps(ddp_run[0])
+    for step in (1, 2, 3, 4):
+        for key in (*LOSSES, "grad_norm/generator"):
+            assert m[step][key] == pytest.approx(ref[step][key], rel=1e-4), (step, key)
