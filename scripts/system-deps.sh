@@ -3,10 +3,14 @@
 #   ffmpeg, opus-tools: the evaluation's Opus reference (opusenc/opusdec) and decoding of
 #                       formats libsndfile cannot read.
 #   libsndfile1:        the soundfile wheel bundles its own copy; the system one is a fallback.
+#   slurm-wlm, munge:   a real one-host SLURM (scripts/slurm-localhost.sh) on which the tests
+#                       run launch/slurm_multinode.sbatch; users' clusters have their own.
 set -euo pipefail
 need=()
 command -v ffmpeg  >/dev/null 2>&1 || need+=(ffmpeg)
 command -v opusenc >/dev/null 2>&1 || need+=(opus-tools)
+command -v slurmctld >/dev/null 2>&1 || need+=(slurm-wlm)
+command -v munged >/dev/null 2>&1 || need+=(munge)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "system-deps: please install ${need[*]} with your package manager" >&2
