@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from telucodec.errors import UserInputError
+
 MAGIC = b"TCC\x00"
 FORMAT_VERSION = 2
 MAX_BITS = 16
@@ -47,7 +49,7 @@ _HEADER = struct.Struct("<4sH16sIIQHHBQQddQI")
 HEADER_BYTES = _HEADER.size
 
 
-class CodeFileError(Exception):
+class CodeFileError(UserInputError, ValueError):
     """A code file that cannot be used (not a code file, wrong version or model, truncated,
     corrupt); ``str(err)`` names the file and the reason."""
 

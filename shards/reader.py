@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shards.manifest import Manifest, load_manifest
+from shards.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 from shards.reader_io import FlacChunk, iter_tar_samples
 from shards.reader_plan import (
     MAX_EMPTY_EPOCHS,
@@ -282,23 +282,19 @@ def resolve_shards(
         need text after the name. Defaults to the manifest's folder.
     """
     if isinstance(manifest_or_dir, Manifest):
-        manifest, folder = manifest_or_dir, None
+        manifest, folder, source = manifest_or_dir, None, "manifest"
     else:
         path = Path(manifest_or_dir)
         manifest = load_manifest(path)
         folder = path if path.is_dir() else path.parent
+        source = str(path / MANIFEST_NAME if path.is_dir() else path)
     if split not in manifest.splits:
-        raise ValueError(f"the manifest has no {split!r} split (it has {list(manifest.splits)})")
+        raise ManifestError(f"{source}: no {split!r} split (it has {list(manifest.splits)})")
     if base is None:
         if folder is None:
             raise ValueError("base is required when a Manifest object is passed")
         base = folder
-    base = str(base)
-    if "{name}" in base:
-        urls = [base.replace("{name}", s.name) for s in manifest.splits[split].shards]
-    else:
-        urls = manifest.shard_urls(split, base)
-    return manifest, urls
+    return manifest, manifest.shard_urls(split, base, source)
 
 
 def make_train_loader(
