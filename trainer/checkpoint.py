@@ -30,6 +30,7 @@ import math
 import os
 import pickle
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +57,19 @@ SAFE_GLOBALS: list[Any] = [
     np.dtypes.UInt32DType,
     codecs.encode,
 ]
+
+
+def _deepspeed_safe_globals() -> list[Any]:
+    """What DeepSpeed's ZeRO optimizer files hold besides tensors: its loss scaler (plain
+    attributes, no ``__setstate__``), a ``fragment_address`` dataclass and the ZeRO stage
+    enum. Only when DeepSpeed is in use (it is imported then; importing it costs seconds)."""
+    if "deepspeed" not in sys.modules:
+        return []
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
 
 
 class CheckpointError(UserInputError):
@@ -204,12 +218,13 @@ def weights_only_loads() -> Iterator[None]:
     """
     real_load = torch.load
     refused: list[str] = []
+    allowed = SAFE_GLOBALS + _deepspeed_safe_globals()
 
     def load(f, *args, **kwargs):
         kwargs["weights_only"] = True
         kwargs.pop("pickle_module", None)
         try:
-            with torch.serialization.safe_globals(SAFE_GLOBALS):
+            with torch.serialization.safe_globals(allowed):
                 return real_load(f, *args, **kwargs)
         except pickle.UnpicklingError as e:
             name = os.fspath(f) if isinstance(f, str | os.PathLike) else repr(f)
@@ -232,7 +247,9 @@ def weights_only_loads() -> Iterator[None]:
 
 
 def refusal(name: str, err: Exception | None) -> CheckpointError:
-    why = str(err).strip().splitlines()[-1] if err is not None else ""
+    # torch's message is a page of advice; the line naming what the file wanted is the one
+    lines = str(err).strip().splitlines() if err is not None else []
+    why = next((x.strip() for x in lines if "GLOBAL" in x or "Unsupported" in x), "")
     return CheckpointError(
         f"{name}: refused: loading it would run code from the file (only tensors and plain "
         f"data are accepted){': ' + why if why else ''}"
