@@ -47,6 +47,7 @@ from shards.reader_plan import (
     logical_worker,
     worker_batches_before,
 )
+from telucodec.errors import ArgumentError
 
 
 class TrainStream(IterableDataset):
@@ -329,14 +330,15 @@ def make_train_loader(
     split = manifest.splits["train"]
     if split.samples == 0:
         raise ValueError(f"{manifest_or_dir}: the train split is empty")
+    # the config asked for something the shard set cannot give: the user's to fix
     if sample_rate is not None and sample_rate != manifest.sample_rate:
-        raise ValueError(
+        raise ArgumentError(
             f"sample_rate {sample_rate} Hz was asked for but the shard set "
             f"{manifest_or_dir} is {manifest.sample_rate} Hz"
         )
     longest = round(manifest.chunk_seconds * manifest.sample_rate)
     if segment_samples > longest:
-        raise ValueError(
+        raise ArgumentError(
             f"segment_samples {segment_samples} is longer than every chunk of "
             f"{manifest_or_dir} (chunk_seconds {manifest.chunk_seconds} = {longest} samples)"
         )
