@@ -135,3 +135,25 @@ def test_export_writes_the_bytes_save_file_wrote(tiny_export, tmp_path):
     save_file(state, str(tmp_path / "ref.safetensors"))
     assert (out / WEIGHTS).read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
     assert TeluCodec.load(out, "cpu").model_id == TeluCodec.load(tiny_export, "cpu").model_id
+
+
+def test_eval_names_a_missing_opus_and_a_read_only_out(
+    tiny_export, wav, tmp_path, capsys, monkeypatch
+):
+    args = ["--model", str(tiny_export), "--audio", str(wav.parent), "--out", str(tmp_path / "o")]
+
+    def no_opus(*a, **k):  # what evaluate raises without opus-tools
+        raise FileNotFoundError("opusenc/opusdec not found (install opus-tools, or --opus-kbps '')")
+
+    monkeypatch.setattr(infer_eval, "evaluate", no_opus)
+    assert infer_eval.main(args) == 2
+    assert "opusenc/opusdec not found" in error_line(capsys, "telucodec-eval")
+
+    def read_only(result, out):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), f"{out}/eval.json")
+
+    monkeypatch.setattr(infer_eval, "evaluate", lambda *a, **k: {})
+    monkeypatch.setattr(infer_eval, "write_outputs", read_only)
+    assert infer_eval.main(args) == 2
+    line = error_line(capsys, "telucodec-eval")
+    assert f"{tmp_path / 'o'}/eval.json: writing the evaluation failed: Read-only" in line

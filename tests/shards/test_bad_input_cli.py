@@ -83,3 +83,14 @@ def test_tar_format_errors_are_user_errors():
         assert isinstance(e, UserInputError) and "bad.tar" in str(e)
     else:
         raise AssertionError("a garbage tar was accepted")
+
+
+def test_prep_names_a_bad_setting(tmp_path, capsys):
+    from shards import cli
+
+    assert cli.main([str(tmp_path), "--out", str(tmp_path / "o"), "--val-fraction", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1 and err[0].startswith("telucodec-prep: error: ") and "val_fraction" in err[0]
+    )
+    assert not (tmp_path / "o").exists()

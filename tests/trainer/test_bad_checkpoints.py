@@ -187,12 +187,30 @@ def test_a_bug_keeps_its_traceback(run, tmp_path, monkeypatch):
         train_cli(run, tmp_path, "run.max_steps=1")
 
 
-def test_broken_yaml_names_file_and_line(tmp_path, capsys):
+@pytest.mark.parametrize("prog", ["telucodec-train", "telucodec-preflight"])
+def test_broken_yaml_names_file_and_line(tmp_path, capsys, prog):
+    from trainer import preflight
+
     bad = tmp_path / "bad.yaml"
     bad.write_text("run:\n  name: x\n  max_steps: [1, 2\ndata: {}\n")
-    assert main(["--config", str(bad)]) == 2
-    line = error_line(capsys, "telucodec-train")
+    cli = main if prog == "telucodec-train" else preflight.main
+    assert cli(["--config", str(bad)]) == 2
+    line = error_line(capsys, prog)
     assert str(bad) in line and "line 4" in line and "not valid YAML" in line
+
+
+def test_export_refuses_nan_weights_in_a_checkpoint(ck, tmp_path, capsys):
+    weights = export.load_file(str(ck / "model.safetensors"))
+    key = sorted(weights)[0]
+    weights[key] = weights[key].clone()
+    weights[key].view(-1)[0] = float("inf")
+    from safetensors.torch import save_file
+
+    save_file(weights, str(ck / "model.safetensors"))
+    assert export.main(["--checkpoint", str(ck), "--out", str(tmp_path / "e")]) == 2
+    line = error_line(capsys, "telucodec-export")
+    assert f"{ck}: tensor {key} holds 1 NaN/Inf values" in line
+    assert not (tmp_path / "e").exists()
 
 
 def test_read_only_export_out_is_named(ck, tmp_path, capsys, monkeypatch):
