@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(1, 1, cfg.data.segment_samples) * 0.05
     gan_step(eng, loss_fn, iter([x]), 1)
 
-    state = TrainState(step=1, world_size=1)
-    acc.register_for_checkpointing(state)
+    state = TrainState(step=1, world_size=1)  # saved as JSON by the manager, as in training
     eng.register_for_checkpointing()
     root = Path(args.dir)
     shutil.rmtree(root, ignore_errors=True)
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         path = ckpt.save(state, "{}")
         saves.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        acc.load_state(str(path))
+        ckpt.load(path)  # the trainer's resume path (weights-only loads)
         loads.append(time.perf_counter() - t0)
     size = dir_bytes(path)
     shutil.rmtree(root, ignore_errors=True)

@@ -27,11 +27,12 @@ from torch import nn
 from codec.config import CodecConfig
 from infer import batch, fast
 from infer import blocks as blk
-from infer.codefile import CodeFile, CodeFileError
+from infer.codefile import CodeFile, CodeFileError, bits_for
 from infer.files import FileResult, decode_jobs, encode_jobs, plan_outputs
 from infer.level import LevelPlan, plan_for_array
 from infer.restore import Restorer
 from shards import audio
+from telucodec.errors import ArgumentError
 from trainer.export import load_exported
 
 # Windows per forward pass. CPU: 1 (batching does not speed up a CPU that one window
@@ -119,7 +120,7 @@ class TeluCodec:
     def _n_q(self, n_quantizers: int | None) -> int:
         n = self.default_n_quantizers if n_quantizers is None else int(n_quantizers)
         if not 1 <= n <= self.n_codebooks:
-            raise ValueError(f"n_quantizers: must be in 1..{self.n_codebooks}, got {n}")
+            raise ArgumentError(f"n_quantizers: must be in 1..{self.n_codebooks}, got {n}")
         return n
 
     def output_rate(self, code: CodeFile, rate: str | int = "input") -> int:
@@ -208,10 +209,20 @@ class TeluCodec:
         code.check_model(self.model_id, name)
         if code.sample_rate != self.sample_rate:
             raise CodeFileError(f"{name}: rate {code.sample_rate} != model {self.sample_rate}")
+        # the model id matched, so these hold unless the file was forged with a valid checksum
+        if code.n_q > self.n_codebooks or code.bits != bits_for(self.codebook_size):
+            raise CodeFileError(
+                f"{name}: {code.n_q} codebooks of {code.bits} bits, the model has "
+                f"{self.n_codebooks} of {bits_for(self.codebook_size)}"
+            )
+        if code.n_samples > code.n_frames * self.hop or (
+            code.codes.size and int(code.codes.max()) >= self.codebook_size
+        ):
+            raise CodeFileError(f"{name}: corrupt (lengths or codes do not fit the model)")
         if n_quantizers is None:
             return code.codes
         if not 1 <= n_quantizers <= code.n_q:
-            raise ValueError(f"n_quantizers: {name} holds {code.n_q}, got {n_quantizers}")
+            raise ArgumentError(f"n_quantizers: {name} holds {code.n_q}, got {n_quantizers}")
         return code.codes[:n_quantizers]
 
     # ---- files --------------------------------------------------------------------

@@ -6,8 +6,10 @@
     telucodec-decode codes/*.tcc --out-dir wav/ --model EXPORT
 
 Thin wrappers around :class:`infer.api.TeluCodec`. A bad input (unreadable audio, a code
-file from another model, truncated or of another format version) is named on stderr in
-one line; with many inputs the others still run. Exit status 2 when any input failed.
+file from another model, truncated, damaged or of another format version) is named on
+stderr in one line; with many inputs the others still run. Exit status 2 when any input
+failed, and for a bad model folder or argument or a fault of the environment (a read-only
+or full output folder), which stop the command (:func:`telucodec.errors.run_cli`).
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import torch
 
 from infer.api import RATES, TeluCodec
 from infer.blocks import DEFAULT_BLOCK_SECONDS
-from infer.codefile import HEADER_BYTES, CodeFileError
+from infer.codefile import HEADER_BYTES
 from infer.fast import PRECISIONS
 from infer.files import FileResult
-from shards.audio import AudioError
+from telucodec.errors import ArgumentError, TeluCodecError, environment_fault, run_cli
 
-ERRORS = (AudioError, CodeFileError, FileNotFoundError, ValueError)
+ERRORS = (TeluCodecError,)  # one input's fault: reported, the other inputs go on
 
 
 def _common(p: argparse.ArgumentParser, what: str) -> None:
@@ -66,6 +68,20 @@ def _load(args) -> TeluCodec:
                           args.precision, args.compile)  # fmt: skip
 
 
+def _planned(fn):
+    """Run a call that plans outputs from the arguments: its ValueError (two inputs, one
+    output; a bitrate the model lacks) is the user's, an OSError (a read-only --out-dir) the
+    environment's."""
+    try:
+        return fn()
+    except ArgumentError:
+        raise
+    except ValueError as e:
+        raise ArgumentError(str(e)) from e
+    except OSError as e:
+        raise environment_fault(e, e.filename, "creating the output") from e
+
+
 def _report(prog: str, results, line) -> int:
     """Print one line per result; 2 if any failed."""
     failed = 0
@@ -85,17 +101,17 @@ def encode_main(argv: list[str] | None = None) -> int:
     p.add_argument("--kbps", type=float, default=None, help="bitrate instead of --n-q")
     args = p.parse_args(argv)
     jobs = _jobs(p, args)
+    return run_cli("telucodec-encode", lambda: _encode(args, jobs))
+
+
+def _encode(args, jobs) -> int:
     t0 = time.perf_counter()
-    try:
-        tc = _load(args)
-        n_q = tc.n_q_for_kbps(args.kbps) if args.kbps is not None else args.n_q
-        if jobs is None:
-            results = tc.encode_files(args.paths, args.out_dir, n_q)
-        else:
-            results = [_one(lambda: tc.encode_file(jobs[0][0], jobs[0][1], n_q), jobs[0])]
-    except ERRORS as e:
-        print(f"telucodec-encode: {e}", file=sys.stderr)
-        return 2
+    tc = _load(args)
+    n_q = _planned(lambda: tc.n_q_for_kbps(args.kbps)) if args.kbps is not None else args.n_q
+    if jobs is None:
+        results = _planned(lambda: tc.encode_files(args.paths, args.out_dir, n_q))
+    else:
+        results = [_one(lambda: tc.encode_file(jobs[0][0], jobs[0][1], n_q), jobs[0])]
 
     def line(r) -> str:
         cf = r.code
@@ -119,16 +135,18 @@ def decode_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     jobs = _jobs(p, args)
     rate = args.rate if args.rate in RATES else _hz(p, args.rate)
+    return run_cli("telucodec-decode", lambda: _decode(args, jobs, rate))
+
+
+def _decode(args, jobs, rate) -> int:
     t0 = time.perf_counter()
-    try:
-        tc = _load(args)
-        if jobs is None:
-            results = tc.decode_files(args.paths, args.out_dir, args.n_q, rate, "." + args.format)
-        else:
-            results = [_one(lambda: tc.decode_file(*jobs[0], args.n_q, rate=rate), jobs[0])]
-    except ERRORS as e:
-        print(f"telucodec-decode: {e}", file=sys.stderr)
-        return 2
+    tc = _load(args)
+    if jobs is None:
+        results = _planned(
+            lambda: tc.decode_files(args.paths, args.out_dir, args.n_q, rate, "." + args.format)
+        )
+    else:
+        results = [_one(lambda: tc.decode_file(*jobs[0], args.n_q, rate=rate), jobs[0])]
 
     def line(r) -> str:
         secs = time.perf_counter() - t0

@@ -17,6 +17,7 @@ Layout (little-endian)::
     loudness   f64      input's BS.1770 integrated loudness, LUFS (-inf: unmeasurable)
     payload    u64      payload bytes = ceil(n_frames * n_q * bits / 8)
     crc32      u32      of the payload
+    header_crc u32      CRC32 of every header byte before it (magic to payload crc32)
     payload             codes, frame-major (frame 0's n_q codes, then frame 1's, ...),
                         each written MSB first in ``bits`` bits, zero-padded to a byte
 
@@ -24,9 +25,12 @@ So the payload is exactly ``n_frames * n_q * bits`` bits (+ at most 7 padding bi
 nominal bitrate times the duration, rounded up to whole frames.
 
 Version 2 added ``orig_frames`` and ``orig_ch`` so decoding can give back a file of the
-input's exact rate and length. Version 1 files (written only during development, before
-any release) are refused with a message saying so, rather than read with a guessed length:
-one format, one reader.
+input's exact rate and length. Version 3 added ``header_crc``: in version 2 a flipped header
+byte decoded to NaN audio (the gain), a 1 Hz or 16 MHz output, or a multi-TiB allocation,
+all with exit status 0. Older versions are refused with a message saying so, rather than
+read unchecked: one format, one reader. Beyond the checksum, every header field is checked
+against its range and the sizes against the file's length (a hostile file can carry a valid
+CRC), so reading a file never allocates more than a small multiple of its size.
 """
 
 from __future__ import annotations
@@ -40,14 +44,23 @@ from pathlib import Path
 
 import numpy as np
 
+from telucodec.errors import UserInputError, environment_fault
+
 MAGIC = b"TCC\x00"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MAX_BITS = 16
-_HEADER = struct.Struct("<4sH16sIIQHHBQQddQI")
+_HEADER = struct.Struct("<4sH16sIIQHHBQQddQII")
 HEADER_BYTES = _HEADER.size
+# Field ranges a genuine file stays within (far outside them is damage or forgery).
+RATE_RANGE = (1000, 768_000)  # Hz: model and input rates
+MAX_CHANNELS = 1024
+MAX_CODEBOOKS = 1024
+MAX_HOP = 1 << 16  # samples per code frame; n_samples <= n_frames * MAX_HOP
+MAX_ABS_GAIN_DB = 200.0
+LOUDNESS_RANGE = (-200.0, 50.0)  # LUFS; -inf (unmeasurable) is also valid
 
 
-class CodeFileError(Exception):
+class CodeFileError(UserInputError, ValueError):
     """A code file that cannot be used (not a code file, wrong version or model, truncated,
     corrupt); ``str(err)`` names the file and the reason."""
 
@@ -141,16 +154,20 @@ class CodeFile:
             self.loudness_lufs,
             len(payload),
             zlib.crc32(payload),
+            0,
         )
-        return header + payload
+        return _with_header_crc(header) + payload
 
     def save(self, path: str | os.PathLike) -> int:
         """Write atomically (temp file + rename); returns the file size in bytes."""
         p = Path(path)
         data = self.to_bytes()
         tmp = p.with_name(p.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, p)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, p)
+        except OSError as e:  # a read-only or full output folder: stop, naming it
+            raise environment_fault(e, e.filename or p, "writing the code file") from e
         return len(data)
 
     @classmethod
@@ -161,27 +178,45 @@ class CodeFile:
             raise CodeFileError(f"{name}: truncated header ({len(data)} of {HEADER_BYTES} bytes)")
         version = struct.unpack_from("<H", data, len(MAGIC))[0]
         if version != FORMAT_VERSION:
-            old = " (a pre-release format: encode the audio again)" if version < 2 else ""
+            old = {
+                1: " (a pre-release format: encode the audio again)",
+                2: " (version 2 has no header checksum: encode the audio again)",
+            }.get(version, " (damaged, or written by a newer TeluCodec)")
             raise CodeFileError(
                 f"{name}: code file format version {version}, this TeluCodec reads version "
                 f"{FORMAT_VERSION}{old}"
             )
         if len(data) < HEADER_BYTES:
             raise CodeFileError(f"{name}: truncated header ({len(data)} of {HEADER_BYTES} bytes)")
+        if _with_header_crc(data[:HEADER_BYTES]) != data[:HEADER_BYTES]:
+            raise CodeFileError(f"{name}: header checksum mismatch (corrupt file)")
         (_, _, mid, rate, orig_rate, orig_frames, orig_ch, n_q, bits, n_frames, n_samples,
-         gain_db, lufs, n_payload, crc) = _HEADER.unpack_from(data)  # fmt: skip
-        if not 1 <= bits <= MAX_BITS or n_q < 1:
-            raise CodeFileError(f"{name}: corrupt header (bits={bits}, n_q={n_q})")
-        if n_payload != math.ceil(n_frames * n_q * bits / 8):
-            raise CodeFileError(f"{name}: corrupt header (payload size does not match frames)")
-        payload = data[HEADER_BYTES:]
-        if len(payload) < n_payload:
+         gain_db, lufs, n_payload, crc, _) = _HEADER.unpack_from(data)  # fmt: skip
+        _check_ranges(name, mid, rate, orig_rate, orig_ch, n_q, bits, gain_db, lufs)
+        if n_payload != len(data) - HEADER_BYTES:
+            have = len(data) - HEADER_BYTES
             raise CodeFileError(
-                f"{name}: truncated: payload has {len(payload)} of {n_payload} bytes "
-                f"({len(payload) * 8 // (n_q * bits)} of {n_frames} frames)"
+                f"{name}: "
+                + (
+                    f"truncated: payload has {have} of {n_payload} bytes "
+                    f"({have * 8 // (n_q * bits)} of {n_frames} frames)"
+                    if have < n_payload
+                    else f"{have - n_payload} unexpected trailing bytes"
+                )
             )
-        if len(payload) > n_payload:
-            raise CodeFileError(f"{name}: {len(payload) - n_payload} unexpected trailing bytes")
+        if n_payload != -(-n_frames * n_q * bits // 8):  # exact ceil: n_frames may be huge
+            raise CodeFileError(f"{name}: corrupt header (payload size does not match frames)")
+        if n_samples > n_frames * MAX_HOP:
+            raise CodeFileError(
+                f"{name}: corrupt header ({n_samples} samples in {n_frames} frames)"
+            )
+        expect = n_samples * orig_rate / rate  # the input's length, from the decoded length
+        if abs(orig_frames - expect) > 2 * orig_rate / rate + 2 + expect * 1e-3:
+            raise CodeFileError(
+                f"{name}: corrupt header (input length {orig_frames} samples at {orig_rate} Hz "
+                f"does not match {n_samples} samples at {rate} Hz)"
+            )
+        payload = data[HEADER_BYTES:]
         if zlib.crc32(payload) != crc:
             raise CodeFileError(f"{name}: payload checksum mismatch (corrupt file)")
         return cls(
@@ -199,6 +234,8 @@ class CodeFile:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CodeFile:
+        """Read and check a code file; :class:`CodeFileError` naming ``path`` if it is not a
+        usable one (another format or version, truncated, damaged, out-of-range fields)."""
         p = Path(path)
         try:
             data = p.read_bytes()
@@ -213,3 +250,42 @@ class CodeFile:
                 f"{name}: made by model {self.model_id}, but the loaded model is {model_id} "
                 "(decode with the export that encoded it)"
             )
+
+
+def _with_header_crc(header: bytes) -> bytes:
+    """``header`` with its last 4 bytes set to the CRC32 of the bytes before them."""
+    body = header[: HEADER_BYTES - 4]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _check_ranges(
+    name: str,
+    mid: bytes,
+    rate: int,
+    orig_rate: int,
+    orig_ch: int,
+    n_q: int,
+    bits: int,
+    gain_db: float,
+    lufs: float,
+) -> None:
+    """Refuse header fields outside what any genuine file holds (named in the message)."""
+    bad = None
+    if not all(c in b"0123456789abcdef" for c in mid):
+        bad = f"model id {mid!r}"
+    elif not RATE_RANGE[0] <= rate <= RATE_RANGE[1]:
+        bad = f"model rate {rate} Hz"
+    elif not RATE_RANGE[0] <= orig_rate <= RATE_RANGE[1]:
+        bad = f"input rate {orig_rate} Hz"
+    elif not 1 <= orig_ch <= MAX_CHANNELS:
+        bad = f"{orig_ch} channels"
+    elif not 1 <= n_q <= MAX_CODEBOOKS:
+        bad = f"{n_q} codebooks"
+    elif not 1 <= bits <= MAX_BITS:
+        bad = f"{bits} bits per code"
+    elif not (math.isfinite(gain_db) and abs(gain_db) <= MAX_ABS_GAIN_DB):
+        bad = f"gain {gain_db} dB"
+    elif not (lufs == -math.inf or LOUDNESS_RANGE[0] <= lufs <= LOUDNESS_RANGE[1]):
+        bad = f"input loudness {lufs} LUFS"
+    if bad is not None:
+        raise CodeFileError(f"{name}: corrupt header ({bad} is out of range)")

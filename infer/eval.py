@@ -39,6 +39,13 @@ from infer import opus
 from infer.api import TeluCodec
 from infer.report import summarise, write_outputs
 from shards.audio import SUPPORTED_EXTENSIONS, AudioError, load_conditioned
+from telucodec.errors import (
+    ArgumentError,
+    EnvironmentFault,
+    UserInputError,
+    environment_fault,
+    run_cli,
+)
 
 PESQ_RATE = 16_000  # wideband PESQ is defined at 16 kHz
 METRICS = (
@@ -307,8 +314,12 @@ def main(argv: list[str] | None = None) -> int:
                    "(0 = whole files; PESQ crashes on files of 10 minutes)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
+    return run_cli("telucodec-eval", lambda: _eval(args))
+
+
+def _eval(args: argparse.Namespace) -> int:
+    tc = TeluCodec.load(args.model, args.device)
     try:
-        tc = TeluCodec.load(args.model, args.device)
         if args.kbps:
             n_qs = [tc.n_q_for_kbps(k) for k in _parse_list(args.kbps)]
         elif args.n_q:
@@ -317,14 +328,23 @@ def main(argv: list[str] | None = None) -> int:
             n_qs = list(range(1, tc.n_codebooks + 1))
         for n in n_qs:
             tc._n_q(n)
+        opus_kbps = _parse_list(args.opus_kbps)
+    except ValueError as e:  # --kbps / --n-q / --opus-kbps not numbers, or outside the model
+        raise ArgumentError(str(e)) from e
+    try:
         files = find_audio(args.audio)
-        result = evaluate(tc, files, sorted(set(n_qs)), _parse_list(args.opus_kbps),
+    except FileNotFoundError as e:  # --audio is not a folder, or holds no audio
+        raise UserInputError(str(e)) from e
+    try:
+        result = evaluate(tc, files, sorted(set(n_qs)), opus_kbps,
                           args.max_seconds, progress=not args.no_progress,
                           jobs=args.jobs, segment_seconds=args.segment_seconds)  # fmt: skip
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"telucodec-eval: {e}", file=sys.stderr)
-        return 2
-    paths = write_outputs(result, args.out)
+    except FileNotFoundError as e:  # opusenc/opusdec missing (the message says what to do)
+        raise EnvironmentFault(str(e), path=e.filename) from e
+    try:
+        paths = write_outputs(result, args.out)
+    except OSError as e:  # a read-only or full --out
+        raise environment_fault(e, e.filename or args.out, "writing the evaluation") from e
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(v) for v in paths.values()))
     if args.wandb_project:

@@ -42,6 +42,8 @@ import scipy.signal
 import soundfile as sf
 import soxr
 
+from telucodec.errors import UserInputError
+
 SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 MIN_RATE_HZ = 8_000
 MAX_RATE_HZ = 192_000
@@ -53,7 +55,7 @@ DEFAULT_BLOCK_SECONDS = 10.0
 DEFAULT_RESAMPLE_QUALITY = "HQ"
 
 
-class AudioError(Exception):
+class AudioError(UserInputError):
     """A recording that cannot be used; ``str(err)`` names the file and the reason."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

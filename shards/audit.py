@@ -30,6 +30,7 @@ import soundfile as sf
 from shards import loudness
 from shards.manifest import load_manifest
 from shards.reader_io import iter_tar_samples
+from telucodec.errors import UserInputError, environment_fault, run_cli
 
 FULL_SCALE = 0.999  # |x| at or above this counts as full scale (24-bit FLAC of 1.0 clips)
 CLIP_RUN = 3  # consecutive full-scale samples that make a clipping run
@@ -231,13 +232,20 @@ def audit_shards(folder: str | Path, base: str | None = None) -> AuditReport:
     rep = AuditReport(str(folder), m.sample_rate, m.loudness_target_lufs)
     report_json = Path(folder) / "report.json"
     if report_json.exists():
-        rep.prep_report = json.loads(report_json.read_text())
+        try:
+            rep.prep_report = json.loads(report_json.read_text())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise UserInputError(f"{report_json}: not readable JSON ({e})") from e
     for split in m.splits:
         for url in m.shard_urls(split, base or folder):
             for _, key, files in iter_tar_samples(url):
                 if "flac" not in files:
-                    raise ValueError(f"{url}: sample {key} has no .flac member")
-                x, rate = sf.read(io.BytesIO(files["flac"]), dtype="float64", always_2d=True)
+                    raise UserInputError(f"{url}: sample {key} has no .flac member")
+                try:
+                    x, rate = sf.read(io.BytesIO(files["flac"]), dtype="float64", always_2d=True)
+                    meta = json.loads(files["json"]) if "json" in files else {}
+                except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+                    raise UserInputError(f"{url}: sample {key} is corrupt ({e})") from e
                 x = x.mean(axis=1)
                 finite = np.isfinite(x)
                 xf = x[finite]
@@ -256,7 +264,7 @@ def audit_shards(folder: str | Path, base: str | None = None) -> AuditReport:
                         loudness_lufs=float(lufs),
                         clip_runs=full_scale_runs(xf),
                         nonfinite=int(np.count_nonzero(~finite)),
-                        meta=json.loads(files["json"]) if "json" in files else {},
+                        meta=meta,
                     )
                 )
     return rep
@@ -296,18 +304,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--png", help="write a histogram of levels before/after to this file")
     p.add_argument("--json", help="write per-problem/warning summary as JSON to this file")
     args = p.parse_args(argv)
-    try:
-        rep = audit_shards(args.shards, args.base)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"telucodec-audit: {e}", file=sys.stderr)
-        return 2
+    return run_cli("telucodec-audit", lambda: _audit(args))
+
+
+def _audit(args: argparse.Namespace) -> int:
+    rep = audit_shards(args.shards, args.base)
     print(rep.summary())
-    if args.png:
-        print(f"levels histogram: {plot_levels(rep, args.png)}")
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps({"problems": rep.problems(), "warnings": rep.warnings()}, indent=2)
-        )
+    try:
+        if args.png:
+            print(f"levels histogram: {plot_levels(rep, args.png)}")
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps({"problems": rep.problems(), "warnings": rep.warnings()}, indent=2)
+            )
+    except OSError as e:  # a read-only or full folder: the environment, not a bug
+        raise environment_fault(e, e.filename, "writing the audit output") from e
     return 1 if rep.problems() else 0
 
 

@@ -2,7 +2,8 @@
 
 A thin wrapper: parse arguments into a :class:`shards.prep.PrepConfig` and call
 :func:`shards.prep.prep_corpus`. Exit status 0 when shards were written (rejected files are
-reported, not fatal), 1 when nothing usable was found, 2 for bad arguments.
+reported, not fatal), 1 when nothing usable was found, 2 for bad arguments or a fault of the
+environment (one line naming the field or path; see :mod:`telucodec.errors`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from shards.prep import DEFAULT_SPEAKER_REGEX, PrepConfig, PrepError, prep_corpus
 from shards.split import SPLIT_MODES, SplitConfig
+from telucodec.errors import UserInputError, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_cli("telucodec-prep", lambda: _prep(args))
+
+
+def _prep(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="telucodec-prep: %(message)s",
@@ -131,13 +137,12 @@ def main(argv: list[str] | None = None) -> int:
             flac_bits=args.flac_bits,
             overwrite=args.overwrite,
         )
-    except ValueError as e:
-        print(f"telucodec-prep: error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # PrepConfig/SplitConfig name the bad setting
+        raise UserInputError(str(e)) from e
     try:
         with logging_redirect_tqdm():  # log lines print above the progress bar, not into it
             result = prep_corpus(args.inputs, args.out, config, progress=not args.quiet)
-    except PrepError as e:
+    except PrepError as e:  # nothing usable (or unusable inputs/--out): exit 1, as documented
         print(f"telucodec-prep: error: {e}", file=sys.stderr)
         return 1
     print(result.summary)

@@ -13,18 +13,49 @@ A shard set is a folder::
 Keys are ``<file_id>-c<chunk index:05d>``; ``file_id`` is the source path relative to the
 input root with every character outside ``[A-Za-z0-9_-]`` replaced by ``_`` (WebDataset
 splits keys at the first dot, so keys never contain one).
+
+Shard names come from a file that may have been edited or sent by someone else, and a
+``pipe:`` shard base hands them to a shell; so a name must be exactly what prep writes
+(``train-000042.tar``: no path, no spaces, no shell syntax), and is shell-quoted anyway when
+it goes into a ``pipe:`` command. A manifest with any other name is refused as a whole.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from telucodec.errors import UserInputError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val")
+# what shards.writer.ShardWriter names its tars: "<split>-%06d.tar" (more digits past 999999)
+SHARD_NAME = re.compile(rf"(?:{'|'.join(SPLITS)})-[0-9]{{6,}}\.tar")
+
+
+class ManifestError(UserInputError, ValueError):
+    """A manifest that cannot be used (malformed, another version, a shard name prep does not
+    write); the message names the manifest file."""
+
+
+class ManifestNotFound(ManifestError, FileNotFoundError):
+    """The folder has no ``manifest.json`` (not a finished prep output)."""
+
+
+def check_shard_name(name: object, split: str, source: str) -> str:
+    """``name`` if it is a shard name prep writes, else :class:`ManifestError` naming
+    ``source`` (the manifest). A name reaches a shell under a ``pipe:`` shard base."""
+    if not isinstance(name, str) or not SHARD_NAME.fullmatch(name):
+        raise ManifestError(
+            f"{source}: shard name {name!r} in split {split!r} is not one telucodec-prep writes "
+            "(<split>-NNNNNN.tar); refusing the manifest"
+        )
+    return name
 
 
 @dataclass
@@ -79,16 +110,22 @@ class Manifest:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> Manifest:
+    def from_dict(cls, d: dict, source: str = "manifest") -> Manifest:
+        """Read a manifest's JSON object; ``source`` (its path) is named in every error."""
+        if not isinstance(d, dict):
+            raise ManifestError(f"{source}: malformed manifest (not a JSON object)")
         if d.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"manifest format_version {d.get('format_version')!r} is not supported "
+            raise ManifestError(
+                f"{source}: manifest format_version {d.get('format_version')!r} is not supported "
                 f"(this TeluCodec reads version {FORMAT_VERSION})"
             )
         splits = {
             name: SplitInfo([ShardInfo(**s) for s in split["shards"]])
             for name, split in d["splits"].items()
         }
+        for name, split in splits.items():
+            for shard in split.shards:
+                check_shard_name(shard.name, name, source)
         return cls(
             sample_rate=int(d["sample_rate"]),
             loudness_target_lufs=float(d["loudness_target_lufs"]),
@@ -106,13 +143,22 @@ class Manifest:
         os.replace(tmp, path)
         return path
 
-    def shard_urls(self, split: str, base: str | os.PathLike | None = None) -> list[str]:
-        """Shard locations for ``split``: paths under ``base`` (a folder, or a URL prefix such
-        as ``pipe:aws s3 cp s3://bucket/set/`` ... handled by the reader)."""
-        names = [s.name for s in self.splits[split].shards]
+    def shard_urls(
+        self, split: str, base: str | os.PathLike | None = None, source: str = "manifest"
+    ) -> list[str]:
+        """Shard locations for ``split``: paths under ``base``, a folder or a URL prefix
+        (``https://host/set``), or a template holding ``{name}``
+        (``pipe:aws s3 cp s3://bucket/set/{name} -``). Every name is checked against
+        :data:`SHARD_NAME` (:class:`ManifestError` naming ``source`` otherwise) and quoted
+        for the shell when ``base`` is a ``pipe:`` command."""
+        names = [check_shard_name(s.name, split, source) for s in self.splits[split].shards]
         if base is None:
             return names
         base = str(base)
+        if base.startswith("pipe:"):
+            names = [shlex.quote(n) for n in names]
+        if "{name}" in base:
+            return [base.replace("{name}", n) for n in names]
         return [base.rstrip("/") + "/" + n for n in names]
 
 
@@ -122,11 +168,17 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     if p.is_dir():
         p = p / MANIFEST_NAME
     if not p.exists():
-        raise FileNotFoundError(
+        raise ManifestNotFound(
             f"{p}: no manifest. Is this a finished `telucodec-prep` output folder? "
             "(the manifest is written last, so an interrupted prep run has none)"
         )
     try:
-        return Manifest.from_dict(json.loads(p.read_text()))
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{p}: malformed manifest ({e})") from e
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{p}: cannot read the manifest ({e})") from e
+    try:
+        return Manifest.from_dict(json.loads(text), source=str(p))
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        if isinstance(e, ManifestError):
+            raise
+        raise ManifestError(f"{p}: malformed manifest ({type(e).__name__}: {e})") from e

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shards.manifest import Manifest, load_manifest
+from shards.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
 from shards.reader_io import FlacChunk, iter_tar_samples
 from shards.reader_plan import (
     MAX_EMPTY_EPOCHS,
@@ -47,6 +47,7 @@ from shards.reader_plan import (
     logical_worker,
     worker_batches_before,
 )
+from telucodec.errors import ArgumentError
 
 
 class TrainStream(IterableDataset):
@@ -282,23 +283,19 @@ def resolve_shards(
         need text after the name. Defaults to the manifest's folder.
     """
     if isinstance(manifest_or_dir, Manifest):
-        manifest, folder = manifest_or_dir, None
+        manifest, folder, source = manifest_or_dir, None, "manifest"
     else:
         path = Path(manifest_or_dir)
         manifest = load_manifest(path)
         folder = path if path.is_dir() else path.parent
+        source = str(path / MANIFEST_NAME if path.is_dir() else path)
     if split not in manifest.splits:
-        raise ValueError(f"the manifest has no {split!r} split (it has {list(manifest.splits)})")
+        raise ManifestError(f"{source}: no {split!r} split (it has {list(manifest.splits)})")
     if base is None:
         if folder is None:
             raise ValueError("base is required when a Manifest object is passed")
         base = folder
-    base = str(base)
-    if "{name}" in base:
-        urls = [base.replace("{name}", s.name) for s in manifest.splits[split].shards]
-    else:
-        urls = manifest.shard_urls(split, base)
-    return manifest, urls
+    return manifest, manifest.shard_urls(split, base, source)
 
 
 def make_train_loader(
@@ -333,14 +330,15 @@ def make_train_loader(
     split = manifest.splits["train"]
     if split.samples == 0:
         raise ValueError(f"{manifest_or_dir}: the train split is empty")
+    # the config asked for something the shard set cannot give: the user's to fix
     if sample_rate is not None and sample_rate != manifest.sample_rate:
-        raise ValueError(
+        raise ArgumentError(
             f"sample_rate {sample_rate} Hz was asked for but the shard set "
             f"{manifest_or_dir} is {manifest.sample_rate} Hz"
         )
     longest = round(manifest.chunk_seconds * manifest.sample_rate)
     if segment_samples > longest:
-        raise ValueError(
+        raise ArgumentError(
             f"segment_samples {segment_samples} is longer than every chunk of "
             f"{manifest_or_dir} (chunk_seconds {manifest.chunk_seconds} = {longest} samples)"
         )

@@ -16,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from telucodec.errors import UserInputError
+
 BLOCK = 512
 _REGULAR = (b"0", b"\0", b"7")  # regular file, old-style regular file, contiguous file
 _SKIP_CHUNK = 1 << 20
 
 
-class TarFormatError(ValueError):
+class TarFormatError(UserInputError, ValueError):
     """The stream is not an uncompressed tar, or it is corrupt or truncated."""
 
 

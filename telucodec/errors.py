@@ -28,6 +28,11 @@ class UserInputError(TeluCodecError):
     """Bad input from the user: a file, field or argument that cannot be used as given."""
 
 
+class ArgumentError(UserInputError, ValueError):
+    """A bad argument value (a bitrate outside the model's range, two inputs that would
+    write one output); also a ``ValueError``, which library callers may expect."""
+
+
 class EnvironmentFault(TeluCodecError):
     """The machine refused an operation: no space, permission denied, read-only file system.
 

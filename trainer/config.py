@@ -19,11 +19,13 @@ from typing import Any
 import yaml
 
 from codec.config import CodecConfig, DiscriminatorConfig, LossConfig
+from telucodec.errors import UserInputError
 from trainer.stopping import parse_signals
 
 
-class ConfigError(ValueError):
-    """A config value is missing, unknown or out of range; the message names the field."""
+class ConfigError(UserInputError, ValueError):
+    """A config value is missing, unknown or out of range, or the config file cannot be read;
+    the message names the field or the file (and line)."""
 
 
 def _check(cond: bool, name: str, msg: str) -> None:
@@ -492,7 +494,10 @@ def parse_overrides(items: list[str]) -> dict:
 
 def _parse_value(raw: str) -> Any:
     """YAML, plus the numbers YAML 1.1 reads as strings (``3e-4`` has no dot)."""
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw  # not YAML (e.g. an unbalanced bracket in a path): take the text as given
     if isinstance(value, str):
         try:
             return float(value)
@@ -520,12 +525,28 @@ def load_config(
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file {p} does not exist")
-        loaded = yaml.safe_load(p.read_text()) or {}
+        loaded = _read_yaml(p) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p}: top level must be a mapping")
         data = loaded
     data = merge_trees(data, parse_overrides(overrides or []))
     return config_from_dict(data)
+
+
+def _read_yaml(p: Path) -> Any:
+    """The YAML document in ``p``; a syntax error names the file and the line (1-based)."""
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"config file {p}: cannot read it ({reason})") from e
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {p}{where}: not valid YAML ({problem})") from e
 
 
 def config_from_dict(data: dict) -> ExperimentConfig:

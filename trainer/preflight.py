@@ -31,7 +31,8 @@ import torch
 from codec.build import build_codec, build_generator_loss
 from shards.manifest import load_manifest
 from shards.reader import make_train_loader
-from trainer.config import ConfigError, ExperimentConfig, load_config
+from telucodec.errors import run_cli
+from trainer.config import ExperimentConfig, load_config
 
 log = logging.getLogger("telucodec")
 
@@ -274,12 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="YAML preset, e.g. configs/debug.yaml")
     args, overrides = p.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cfg = load_config(args.config, overrides)
-        res = run_preflight(cfg)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"telucodec-preflight: {e}", file=sys.stderr)
-        return 2
+    return run_cli("telucodec-preflight", lambda: _preflight(args.config, overrides))
+
+
+def _preflight(config: str, overrides: list[str]) -> int:
+    res = run_preflight(load_config(config, overrides))
     print(res.report())
     return 0 if res.ok else 1
 

@@ -4,6 +4,10 @@
   written under ``<run_dir>/wandb`` and can be uploaded later with ``wandb sync``.
 * A failing ``wandb.init`` (unreachable server, bad key) falls back to offline, then to no
   tracking, with one warning. A failing ``log`` is reported once and training goes on.
+  A failed online init leaves its run id registered in W&B's service process, so an offline
+  init with the same id fails with "run ID ... is in use"; the service is torn down between
+  the attempts (``wandb.teardown()``), which frees the id and keeps the run id (a resumed
+  run still continues its own W&B run).
 * Only the main process talks to W&B (Accelerate's trackers already run on the main
   process only), so there is exactly one run per training job.
 """
@@ -47,8 +51,22 @@ def resolve_mode(cfg: WandbConfig) -> str:
     return cfg.mode
 
 
+def _free_failed_init() -> None:
+    """Release what a failed ``wandb.init`` left behind (its run id stays claimed in the W&B
+    service process otherwise; ``wandb.finish()`` does not help, as no run was returned)."""
+    try:
+        import wandb
+
+        wandb.teardown()
+    except Exception as e:  # noqa: BLE001 - tracking must never stop training
+        log.warning("W&B teardown after a failed init failed (%s)", e)
+
+
 class Tracker:
     """Thin, failure-proof wrapper; ``active`` is False when W&B is off or failed."""
+
+    # seconds ``wandb.init`` may wait for the server before the offline fallback
+    init_timeout_s: float = 60.0
 
     def __init__(self, accelerator: Accelerator, cfg: WandbConfig) -> None:
         self.accelerator = accelerator
@@ -78,7 +96,7 @@ class Tracker:
                 "mode": mode,
                 "entity": self.cfg.entity,
                 # do not let a dead network stall the start of training for minutes
-                "settings": {"init_timeout": 60, "silent": True},
+                "settings": {"init_timeout": self.init_timeout_s, "silent": True},
             }
             try:
                 if self.accelerator.is_main_process:
@@ -97,6 +115,7 @@ class Tracker:
             except Exception as e:  # noqa: BLE001 - any tracker failure must not stop training
                 log.warning("W&B init in %s mode failed (%s); trying without it", mode, e)
                 self.accelerator.trackers = []
+                _free_failed_init()
         self.mode = "disabled"
         return None
 

@@ -30,14 +30,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from shards.manifest import load_manifest
 from shards.reader import iter_validation, make_train_loader
+from telucodec.errors import UserInputError, run_cli
 from trainer import export
 from trainer.alarms import AlarmLog, CostMeter, Guard
-from trainer.checkpoint import CheckpointManager, TrainState, find_latest
+from trainer.checkpoint import (
+    CheckpointManager,
+    TrainState,
+    check_architecture,
+    find_latest,
+    read_checkpoint_info,
+)
 from trainer.config import (
     ConfigError,
     ExperimentConfig,
@@ -119,24 +127,25 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
         resume_from = find_latest(ckpt_root)
     elif resume:
         resume_from = Path(resume)
-        if not (resume_from / "COMPLETE").exists():
-            raise FileNotFoundError(f"{resume_from}: not a complete checkpoint")
     elif find_latest(ckpt_root) is not None:
-        raise RuntimeError(
+        raise UserInputError(
             f"{ckpt_root} already holds checkpoints; pass --resume to continue that run "
             "or choose another run.name"
         )
+
+    if resume_from is not None:  # refuse a damaged or mismatched checkpoint before building
+        read_checkpoint_info(resume_from)
+        check_architecture(resume_from, yaml.safe_load(config_to_yaml(cfg)))
 
     # seeded with run.seed inside: identical initial weights on every rank
     eng, loss_fn = build_step_objects(acc, cfg)  # DDP, or the generator in DeepSpeed
     o = cfg.optim
 
     state = TrainState(world_size=acc.num_processes)
-    acc.register_for_checkpointing(state)  # first: custom_checkpoint_0 is the TrainState
     eng.register_for_checkpointing()
     ckpt = CheckpointManager(acc, ckpt_root, cfg.checkpoint.keep_last)
-    if resume_from is not None:
-        acc.load_state(str(resume_from))
+    if resume_from is not None:  # loop state from JSON, tensors weights-only: no code runs
+        state = ckpt.load(resume_from)
         eng.after_resume()
         log.info("resumed from %s at step %d", resume_from, state.step)
         if state.world_size != acc.num_processes:
@@ -491,13 +500,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 when the run ends, 1 when preflight fails, 2 for a user or environment error
+    (one line) or the non-finite guard's stop; any other error keeps its traceback."""
     parser = build_arg_parser()
     args, overrides = parser.parse_known_args(argv)
-    try:
-        cfg = load_config(args.config, overrides)
-    except ConfigError as e:
-        print(f"telucodec-train: {e}", file=sys.stderr)
-        return 2
+    return run_cli("telucodec-train", lambda: _main(args, overrides))
+
+
+def _main(args: argparse.Namespace, overrides: list[str]) -> int:
+    cfg = load_config(args.config, overrides)
     if args.print_config:
         print(config_to_yaml(cfg))
         return 0
@@ -511,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     try:
         train(cfg, resume=args.resume)
-    except (ConfigError, FileNotFoundError, RuntimeError) as e:
+    except NonFiniteStop as e:  # the guard's documented stop (exit 2), not a bug
         print(f"telucodec-train: {e}", file=sys.stderr)
         return 2
     return 0

@@ -97,10 +97,9 @@ def test_cli_round_trip_and_errors(tmp_path, tiny_export, capsys):
     y, rate = sf.read(out, dtype="float32")
     assert rate == SR and len(y) == cf.n_samples
     assert sf.info(out).subtype == "FLOAT"
-    # a code file from another model
-    data = bytearray(tcc.read_bytes())
-    data[6:22] = b"ffffffffffffffff"
-    (tmp_path / "b.tcc").write_bytes(bytes(data))
+    # a code file from another model (a well-formed one: its header checksum matches)
+    cf.model_id = "ffffffffffffffff"
+    cf.save(tmp_path / "b.tcc")
     assert cli.main(["decode", str(tmp_path / "b.tcc"), str(out), "--model",
                      str(tiny_export)]) == 2  # fmt: skip
     assert "made by model ffffffffffffffff" in capsys.readouterr().err

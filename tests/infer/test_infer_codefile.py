@@ -112,9 +112,11 @@ def test_version_1_is_refused_as_pre_release(tmp_path):
 
 
 def test_header_holds_the_input_rate_length_and_channels():
-    back = CodeFile.from_bytes(_cf(orig_rate=22050, orig_frames=123457, orig_channels=6).to_bytes())
+    # 123457 samples at 22050 Hz are 89583 at the model's 16 kHz (the header checks they agree)
+    cf = _cf(orig_rate=22050, orig_frames=123457, orig_channels=6, n_samples=89583)
+    back = CodeFile.from_bytes(cf.to_bytes())
     assert (back.orig_rate, back.orig_frames, back.orig_channels) == (22050, 123457, 6)
-    assert HEADER_BYTES == 87
+    assert HEADER_BYTES == 91  # version 3: 87 bytes + the header checksum
 
 
 def test_not_a_code_file_and_corrupt_payload(tmp_path):

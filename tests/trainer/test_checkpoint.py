@@ -14,7 +14,6 @@ def _manager(tmp_path, keep_last=2):
     opt = torch.optim.AdamW(model.parameters())
     model, opt = acc.prepare(model, opt)
     state = TrainState()
-    acc.register_for_checkpointing(state)
     return acc, model, state, CheckpointManager(acc, tmp_path / "ck", keep_last)
 
 
@@ -55,7 +54,7 @@ def test_state_round_trip(tmp_path):
     with torch.no_grad():
         model.weight.add_(1.0)
     state.step = 0
-    acc.load_state(str(path))
+    state = mgr.load(path)
     assert (state.step, state.samples_seen, state.data_batches, state.wandb_run_id) == (
         7,
         70,

@@ -73,5 +73,36 @@ def test_broken_wandb_does_not_stop_training(tiny_shards, tmp_path, monkeypatch)
     assert (tmp_path / "debug" / "metrics.jsonl").exists()
 
 
+def test_failed_online_init_falls_back_to_a_working_offline_run(tmp_path, monkeypatch):
+    """A real online init that fails (a local port nobody listens on: no outside network)
+    used to leave its run id claimed, so the offline retry died with "run ID ... is in use"
+    and W&B was off for the run."""
+    from accelerate import Accelerator
+
+    from trainer.tracking import Tracker
+
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(Tracker, "init_timeout_s", 5.0)
+    acc = Accelerator(cpu=True, log_with="wandb")
+    tracker = Tracker(acc, WandbConfig(mode="online", project="t"))
+    run_id = tracker.start("fallback", tmp_path, {"a": 1}, "fallbackrun01")
+    try:
+        assert run_id == "fallbackrun01"  # the same id: a resumed run keeps its W&B run
+        assert tracker.active and tracker.mode == "offline"
+        tracker.log({"loss/mel": 1.25}, step=1)
+    finally:
+        tracker.finish()
+        import wandb
+
+        wandb.teardown()  # wait until W&B's service has written everything (as at exit)
+    runs = list((tmp_path / "wandb").glob("offline-run-*-fallbackrun01"))
+    assert len(runs) == 1, list((tmp_path / "wandb").iterdir())
+    # the offline run's transaction log (what `wandb sync` uploads) holds the logged row
+    log = (runs[0] / "run-fallbackrun01.wandb").read_bytes()
+    assert b"loss/mel" in log and b"1.25" in log
+
+
 if __name__ == "__main__":
     pytest.main([__file__])

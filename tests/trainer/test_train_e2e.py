@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
+from telucodec.errors import UserInputError
 from tests.trainer._runs import debug_config, logged_steps
 from trainer.checkpoint import find_latest, read_checkpoint_info
 from trainer.export import load_exported
@@ -40,7 +42,7 @@ def test_train_validate_checkpoint_export(tiny_shards, tmp_path):
         y = codec(x, n_quantizers=4).audio
     assert y.shape == x.shape and torch.isfinite(y).all()
     # a fresh start into a run folder with checkpoints is refused, with advice
-    with pytest.raises(RuntimeError, match="--resume"):
+    with pytest.raises(UserInputError, match="--resume"):  # a user error: exit 2, one line
         train(cfg)
 
 
@@ -130,5 +132,5 @@ def test_bf16_autocast_and_grad_accumulation_on_cpu(tiny_shards, tmp_path, fresh
     assert all(math.isfinite(v) for v in res.last_losses.values())
     rows = logged_steps(cfg.run.run_dir)
     assert rows[2]["progress/samples_seen"] == 2 * cfg.data.batch_size * 2
-    state = torch.load(res.checkpoint / "custom_checkpoint_0.pkl", weights_only=False)
+    state = json.loads((res.checkpoint / "train_state.json").read_text())
     assert state["data_batches"] == 4
