@@ -40,6 +40,8 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from accelerate.utils.constants import RNG_STATE_NAME
 
 from telucodec.errors import EnvironmentFault, UserInputError, environment_fault
 
@@ -355,9 +357,30 @@ class CheckpointManager:
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{state_path}: unreadable ({e})") from e
         state = TrainState.from_json(text, str(state_path))
+        acc = self.accelerator
+        if (
+            acc.distributed_type == DistributedType.DEEPSPEED
+            and state.world_size != acc.num_processes
+        ):
+            # refused before load_state, which would fail deep inside DeepSpeed
+            raise CheckpointError(
+                f"{path}: written by {state.world_size} DeepSpeed process(es), this launch has "
+                f"{acc.num_processes}. ZeRO stores each rank's share of the optimizer state in "
+                f"that rank's own file, so the checkpoint resumes only on {state.world_size} "
+                f"processes: relaunch with --num_processes {state.world_size}. To go on with "
+                f"{acc.num_processes}, export its generator (telucodec-export --checkpoint "
+                f"{path} --out DIR) and start a new run.name from it with model.init_from=DIR "
+                "(the optimizer state then starts afresh)"
+            )
         with weights_only_loads():
-            self.accelerator.load_state(str(path))
+            acc.load_state(str(path))
         return state
+
+    @staticmethod
+    def has_rng_state(path: str | Path, process_index: int) -> bool:
+        """Whether checkpoint ``path`` holds RNG states for rank ``process_index`` (not when
+        the run that wrote it had fewer processes)."""
+        return (Path(path) / f"{RNG_STATE_NAME}_{process_index}.pkl").exists()
 
     def _prune(self) -> None:
         complete = sorted(p for p in self.root.glob("step_*") if is_complete(p))

@@ -156,6 +156,12 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
                 acc.num_processes,
             )
             state.world_size = acc.num_processes
+        if not ckpt.has_rng_state(resume_from, acc.process_index):
+            # a rank the checkpoint's run did not have: left with the build seed, every such
+            # rank would draw the same quantizer dropout and crops
+            seed = resumed_rank_seed(cfg.run.seed, state.step, acc.process_index)
+            set_seed(seed)
+            log.warning("no RNG state for this rank in the checkpoint: seeded with %d", seed)
     else:
         # Different quantizer-dropout draws per rank; weights are already identical.
         set_seed(cfg.run.seed + acc.process_index)
@@ -391,6 +397,12 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
     res = TrainResult(run_dir, state.step, last_losses, val_result, saved, export_dir, stop_reason)
     res.alarms = alarms.raised
     return res
+
+
+def resumed_rank_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of a rank that resumes a checkpoint without its own RNG state: distinct per
+    rank, and apart from the fresh-run seeds (``seed + rank``) and from other resume steps."""
+    return seed + 1_000_003 * (step + 1) + rank
 
 
 def _agree(
