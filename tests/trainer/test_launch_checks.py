@@ -3,6 +3,7 @@ step 1, instead of training as something else."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,3 +65,18 @@ def test_deepspeed_launch_with_accelerate_use_cpu_refuses_before_step_1(tiny_sha
     assert "asked for DeepSpeed but ACCELERATE_USE_CPU is set" in out
     assert "] step 1 |" not in out
     assert not (tmp_path / "debug" / "checkpoints").exists()
+
+
+def test_validation_logs_its_wall_time_beside_the_process_group_timeout(
+    tiny_shards, tmp_path, capsys
+):
+    from tests.trainer._runs import debug_config, logged_steps
+    from trainer.train import train
+
+    cfg = debug_config(tiny_shards, tmp_path, "run.max_steps=2", "run.dist_timeout_minutes=12")
+    train(cfg)  # its log handler writes to stderr (logging.basicConfig in the trainer)
+    rows = [json.loads(x) for x in (tmp_path / "debug" / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if "val/wall_s" in r]
+    assert val and all(r["val/dist_timeout_s"] == 720 and r["val/wall_s"] > 0 for r in val)
+    assert "(process-group timeout 720 s)" in capsys.readouterr().err
+    assert sorted(logged_steps(tmp_path / "debug")) == [1, 2]
