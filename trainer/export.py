@@ -13,60 +13,23 @@ CLI: ``telucodec-export --checkpoint runs/<name>/checkpoints/step_00001000 --out
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
-import json
 import os
 import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from codec.build import build_codec
-from codec.config import CodecConfig
-
-WEIGHTS = "model.safetensors"
-META = "codec.json"
-EXPORT_VERSION = 1
-
-
-def _model_id(weights_path: Path, codec_cfg: dict) -> str:
-    h = hashlib.sha256()
-    with open(weights_path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    h.update(json.dumps(codec_cfg, sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
-def export_state_dict(
-    state_dict: dict[str, torch.Tensor],
-    codec_cfg: CodecConfig,
-    loudness_target_lufs: float,
-    peak_ceiling_dbfs: float,
-    out_dir: str | os.PathLike,
-    step: int | None = None,
-) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
-    tmp = out / (WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, out / WEIGHTS)
-    cfg_dict = dataclasses.asdict(codec_cfg)
-    meta = {
-        "export_version": EXPORT_VERSION,
-        "model_id": _model_id(out / WEIGHTS, cfg_dict),
-        "codec": cfg_dict,
-        "sample_rate": codec_cfg.sample_rate,
-        "loudness_target_lufs": loudness_target_lufs,
-        "peak_ceiling_dbfs": peak_ceiling_dbfs,
-        "step": step,
-        "bitrates_kbps": [codec_cfg.bitrate_kbps(n) for n in range(1, codec_cfg.n_codebooks + 1)],
-    }
-    (out / META).write_text(json.dumps(meta, indent=2))
-    return out
+# The format itself lives below both the trainer and inference; re-exported here, where
+# callers have always found it.
+from codec.export_format import (  # noqa: F401
+    EXPORT_VERSION,
+    META,
+    WEIGHTS,
+    _model_id,
+    export_state_dict,
+    load_exported,
+)
 
 
 def export_generator(
@@ -81,21 +44,6 @@ def export_generator(
         out_dir,
         step=step,
     )
-
-
-def load_exported(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Load an export folder -> ``(codec in eval mode, meta dict)``."""
-    p = Path(path)
-    meta_path, weights = p / META, p / WEIGHTS
-    if not meta_path.exists() or not weights.exists():
-        raise FileNotFoundError(f"{p}: not a TeluCodec export (needs {META} and {WEIGHTS})")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("export_version") != EXPORT_VERSION:
-        raise ValueError(f"{meta_path}: export_version {meta.get('export_version')!r} unsupported")
-    codec_cfg = CodecConfig(**meta["codec"])
-    codec = build_codec(codec_cfg)
-    codec.load_state_dict(load_file(str(weights), device="cpu"))
-    return codec.to(device).eval(), meta
 
 
 def checkpoint_generator_state(ck: Path) -> dict[str, torch.Tensor]:
