@@ -66,7 +66,7 @@ from codec.dac_convert import (  # noqa: F401 (re-exported: the importer's publi
     hf_module_names,
 )
 from codec.export_format import export_state_dict, is_export, read_export
-from telucodec.errors import UserInputError, run_cli
+from telucodec.errors import UserInputError, environment_fault, run_cli
 
 # DAC was trained at this loudness and its compress() normalises to it (see module doc).
 DAC_LOUDNESS_LUFS = -16.0
@@ -100,10 +100,17 @@ def read_dac_file(path: str | Path) -> Pretrained:
     p = Path(path)
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as e:
+    except OSError as e:  # permission denied and the like: the machine, not the file
+        raise environment_fault(e, p, "reading DAC weights") from e
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        if "Unsupported global" in str(e):  # a class or function: refused, never run
+            raise UserInputError(
+                f"{p}: holds objects other than tensors and plain containers, which "
+                "torch.load(weights_only=True) refuses to unpickle (they could run code); "
+                "DAC's released weights files hold none"
+            ) from e
         raise UserInputError(
-            f"{p}: not readable as a DAC weights file with torch.load(weights_only=True) "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); a torch.package "
+            f"{p}: not readable as a DAC weights file ({type(e).__name__}); a torch.package "
             "archive (DAC's save() default) is not accepted: use the weights file "
             "(save(..., package=False), as DAC's releases are)"
         ) from e

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import zipfile
 
 import numpy as np
 import pytest
@@ -223,11 +224,15 @@ def test_architectures_we_lack_are_refused(tiny_dac, change, words):
 def test_pickled_code_is_never_executed(tmp_path, tiny_dac):
     write, state = tiny_dac
     path = write(extra_object=CodecConfig())  # a class instance: needs full unpickling
-    with pytest.raises(UserInputError, match="weights_only"):
+    with pytest.raises(UserInputError, match=r"weights_only=True\) refuses"):
         load_pretrained(path)
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserInputError, match="junk.pth"):
+    with pytest.raises(UserInputError, match="junk.pth: not readable as a DAC weights file"):
         load_pretrained(tmp_path / "junk.pth")
+    with zipfile.ZipFile(tmp_path / "package.pth", "w") as z:  # torch.package-like: no data.pkl
+        z.writestr("package/.data/version", "6\n")
+    with pytest.raises(UserInputError, match="torch.package"):
+        load_pretrained(tmp_path / "package.pth")
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path, tiny_dac, capsys):
