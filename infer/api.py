@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from codec.config import CodecConfig
+from codec.export_format import load_exported
 from infer import batch, fast
 from infer import blocks as blk
 from infer.codefile import CodeFile, CodeFileError, bits_for
@@ -33,7 +34,6 @@ from infer.level import LevelPlan, plan_for_array
 from infer.restore import Restorer
 from shards import audio
 from telucodec.errors import ArgumentError
-from trainer.export import load_exported
 
 # Windows per forward pass. CPU: 1 (batching does not speed up a CPU that one window
 # already keeps busy, and multiplies memory; see BENCHMARKS.md). GPU: 16 five-second

@@ -24,6 +24,7 @@ import math
 import multiprocessing
 import os
 import sys
+import tempfile
 import warnings
 from collections import deque
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -35,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from codec import metrics
+from codec.dac_import import as_export
 from infer import opus
 from infer.api import TeluCodec
 from infer.report import summarise, write_outputs
@@ -293,7 +295,9 @@ def log_to_wandb(result: dict, paths: dict, project: str, mode: str, out: Path) 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="telucodec-eval", description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, help="export folder (model.safetensors + codec.json)")
+    p.add_argument("--model", required=True,
+                   help="export folder (model.safetensors + codec.json), or a DAC weights "
+                   "file / Hugging Face DAC folder (imported on the fly)")  # fmt: skip
     p.add_argument("--audio", required=True, help="folder of audio files (searched recursively)")
     p.add_argument("--out", required=True, help="folder for eval.json, eval.md, eval.png")
     g = p.add_mutually_exclusive_group()
@@ -318,7 +322,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    tc = TeluCodec.load(args.model, args.device)
+    # a DAC file or Hugging Face folder is imported into a temporary export first (the same
+    # export, model id included, that telucodec-import would write); loading reads it whole
+    with tempfile.TemporaryDirectory(prefix="telucodec-import-") as tmp:
+        tc = TeluCodec.load(as_export(args.model, tmp), args.device)
     try:
         if args.kbps:
             n_qs = [tc.n_q_for_kbps(k) for k in _parse_list(args.kbps)]

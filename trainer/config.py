@@ -175,8 +175,18 @@ class OptimConfig:
     grad_clip_d: float = 10.0
     grad_accum: int = 1
     fused: bool | None = None
+    # Train only the discriminator for the first N optimizer steps (generator frozen: no
+    # update, no dead-code reset). For fine-tuning a pretrained generator (model.init_from)
+    # beside a fresh discriminator, whose first gradients are noise that would otherwise
+    # go straight into the pretrained weights. 0 = train both from the start.
+    disc_warmup_steps: int = 0
 
     def __post_init__(self) -> None:
+        _check(
+            self.disc_warmup_steps >= 0,
+            "optim.disc_warmup_steps",
+            f"must be >= 0, got {self.disc_warmup_steps}",
+        )
         _check(self.lr_g > 0, "optim.lr_g", f"must be > 0, got {self.lr_g}")
         _check(self.lr_d > 0, "optim.lr_d", f"must be > 0, got {self.lr_d}")
         _check(0 < self.lr_decay <= 1, "optim.lr_decay", "must be in (0, 1]")
@@ -348,10 +358,26 @@ class PreflightConfig:
 
 
 @dataclass
+class ModelConfig:
+    """Where the generator's weights start.
+
+    init_from: None (fresh, seeded init) or a pretrained generator: an export folder
+        (``telucodec-export``, ``telucodec-import``), DAC's weights file
+        (``weights_16khz.pth``) or a Hugging Face DAC folder. Its architecture must equal
+        the ``codec`` section's; the discriminator always starts fresh. Applied when a run
+        starts at step 0 only: a resumed run continues from its checkpoint and never reads
+        this path again (trainer/init_from.py).
+    """
+
+    init_from: str | None = None
+
+
+@dataclass
 class ExperimentConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -5,11 +5,8 @@ at (the shard manifest's loudness target and peak ceiling, which inference must 
 before encoding) and ``model_id``, a hash of the weights and that config, so a code file
 can name the exact model that made it. Weights are safetensors (no pickle), in the plain
 ``state_dict`` layout of :class:`codec.generator.Codec`, whichever path (DDP, DeepSpeed,
-one process) trained them.
-
-Loading checks what a file could have broken: the weights must hash to the stored
-``model_id`` (a tampered, truncated or mixed-up export is refused), every tensor must be
-finite, and each fault names the file (:class:`ExportError`).
+one process) trained them. The format, and the checks a reader makes (model id, finite
+weights), live in :mod:`codec.export_format`.
 
 CLI: ``telucodec-export --checkpoint runs/<name>/checkpoints/step_00001000 --out DIR``.
 """
@@ -17,86 +14,26 @@ CLI: ``telucodec-export --checkpoint runs/<name>/checkpoints/step_00001000 --out
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
-import hashlib
-import json
 import os
 import sys
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
 
-from codec.build import build_codec
-from codec.config import CodecConfig
-from telucodec.errors import UserInputError, environment_fault, run_cli
-
-WEIGHTS = "model.safetensors"
-META = "codec.json"
-EXPORT_VERSION = 1
-
-
-class ExportError(UserInputError, ValueError):
-    """An export or checkpoint that cannot be used (missing, damaged, tampered, non-finite);
-    the message names the file."""
-
-
-def _model_id(weights_path: Path, codec_cfg: dict) -> str:
-    h = hashlib.sha256()
-    with open(weights_path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    h.update(json.dumps(codec_cfg, sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
-def export_state_dict(
-    state_dict: dict[str, torch.Tensor],
-    codec_cfg: CodecConfig,
-    loudness_target_lufs: float,
-    peak_ceiling_dbfs: float,
-    out_dir: str | os.PathLike,
-    step: int | None = None,
-) -> Path:
-    out = Path(out_dir)
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
-    tmp = out / (WEIGHTS + ".tmp")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        # bytes written here rather than by save_file, so a read-only or full --out is an
-        # OSError with its path and reason, not a library message
-        tmp.write_bytes(safetensors_bytes(tensors))
-        os.replace(tmp, out / WEIGHTS)
-        return _write_meta(out, codec_cfg, loudness_target_lufs, peak_ceiling_dbfs, step)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise environment_fault(e, e.filename or out, "writing the export") from e
-
-
-def _write_meta(
-    out: Path,
-    codec_cfg: CodecConfig,
-    loudness_target_lufs: float,
-    peak_ceiling_dbfs: float,
-    step: int | None,
-) -> Path:
-    cfg_dict = dataclasses.asdict(codec_cfg)
-    meta = {
-        "export_version": EXPORT_VERSION,
-        "model_id": _model_id(out / WEIGHTS, cfg_dict),
-        "codec": cfg_dict,
-        "sample_rate": codec_cfg.sample_rate,
-        "loudness_target_lufs": loudness_target_lufs,
-        "peak_ceiling_dbfs": peak_ceiling_dbfs,
-        "step": step,
-        "bitrates_kbps": [codec_cfg.bitrate_kbps(n) for n in range(1, codec_cfg.n_codebooks + 1)],
-    }
-    (out / META).write_text(json.dumps(meta, indent=2))
-    return out
+# The format itself lives below both the trainer and inference; re-exported here, where
+# callers have always found it.
+from codec.export_format import (  # noqa: F401
+    EXPORT_VERSION,
+    META,
+    WEIGHTS,
+    ExportError,
+    _model_id,
+    check_finite,
+    export_state_dict,
+    load_exported,
+)
+from telucodec.errors import run_cli
 
 
 def export_generator(
@@ -111,57 +48,6 @@ def export_generator(
         out_dir,
         step=step,
     )
-
-
-def load_exported(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Load an export folder -> ``(codec in eval mode, meta dict)``.
-
-    Refused with :class:`ExportError` naming the file: a missing or unreadable
-    ``codec.json``, weights that do not hash to its ``model_id`` (tampered, truncated, or
-    from another export), weights that do not fit its config, and NaN/Inf weights.
-    """
-    p = Path(path)
-    meta_path, weights = p / META, p / WEIGHTS
-    if not meta_path.exists() or not weights.exists():
-        raise ExportError(f"{p}: not a TeluCodec export (needs {META} and {WEIGHTS})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as e:
-        raise ExportError(f"{meta_path}: unreadable ({e})") from e
-    if not isinstance(meta, dict) or meta.get("export_version") != EXPORT_VERSION:
-        version = meta.get("export_version") if isinstance(meta, dict) else None
-        raise ExportError(f"{meta_path}: export_version {version!r} unsupported")
-    try:
-        codec_cfg = CodecConfig(**meta["codec"])
-        stored_id = str(meta["model_id"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ExportError(f"{meta_path}: damaged ({type(e).__name__}: {e})") from e
-    actual_id = _model_id(weights, meta["codec"])
-    if actual_id != stored_id:
-        raise ExportError(
-            f"{weights}: the weights hash to model id {actual_id} but {META} says {stored_id} "
-            "(tampered, truncated or mixed-up export; export the checkpoint again)"
-        )
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError) as e:
-        raise ExportError(f"{weights}: unreadable ({e})") from e
-    _check_finite(state, str(weights))
-    codec = build_codec(codec_cfg)
-    try:
-        codec.load_state_dict(state)
-    except RuntimeError as e:  # missing/unexpected keys or shapes: not these weights' config
-        first = str(e).strip().splitlines()[-1].strip()
-        raise ExportError(f"{weights}: does not fit the model in {META} ({first})") from e
-    return codec.to(device).eval(), meta
-
-
-def _check_finite(state: dict[str, torch.Tensor], name: str) -> None:
-    """Refuse weights holding NaN or Inf: such a model decodes every input to NaN."""
-    for key, t in state.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).sum())
-            raise ExportError(f"{name}: tensor {key} holds {bad} NaN/Inf values")
 
 
 def checkpoint_generator_state(ck: Path) -> dict[str, torch.Tensor]:
@@ -201,7 +87,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike)
     step = read_checkpoint_info(ck)["step"]  # refuses an incomplete or damaged checkpoint
     cfg = load_config(ck / "config.yaml")
     state = checkpoint_generator_state(ck)
-    _check_finite(state, str(ck))
+    check_finite(state, str(ck))
     manifest = load_manifest(cfg.data.shards)
     return export_state_dict(
         state,

@@ -20,6 +20,7 @@ read at log steps.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from codec.build import build_codec, build_discriminator, build_generator_loss
 from codec.losses import discriminator_loss
 from trainer.config import ExperimentConfig
 from trainer.engine import GanEngine, build_engine
+from trainer.init_from import load_init_weights
 
 
 @dataclass
@@ -57,12 +59,18 @@ def split_halves(d_out):
 
 
 def gan_step(
-    eng: GanEngine, loss_fn: nn.Module, micro_batches: Iterable[torch.Tensor], grad_accum: int
+    eng: GanEngine,
+    loss_fn: nn.Module,
+    micro_batches: Iterable[torch.Tensor],
+    grad_accum: int,
+    train_gen: bool = True,
 ) -> StepResult:
     """Run one optimizer step over ``grad_accum`` micro-batches.
 
     ``micro_batches`` yields waveforms ``(B, 1, T)`` on the device, lazily (the training
-    loop fetches each from its loader only when it is needed).
+    loop fetches each from its loader only when it is needed). ``train_gen=False``
+    (discriminator warm-up, ``optim.disc_warmup_steps``): the generator runs without
+    gradients and is not updated; its loss terms are still computed, for the logs.
     """
     it = iter(micro_batches)
     gnorm_d, ok_d = None, True
@@ -70,7 +78,7 @@ def gan_step(
         last = micro == grad_accum - 1
         x = next(it)
         with eng.gen_accumulating(last):
-            with eng.autocast():
+            with eng.autocast(), torch.set_grad_enabled(train_gen):
                 out = eng.gen(x)
             y = out.audio
             with eng.disc_accumulating(last):
@@ -80,24 +88,38 @@ def gan_step(
                 eng.backward_disc(loss_d / grad_accum)
             if last:
                 gnorm_d, ok_d = eng.step_disc()
-            with eng.generator_pass():
+            with eng.generator_pass(), torch.set_grad_enabled(train_gen):
                 with eng.autocast():
                     d_real, d_fake = split_halves(eng.disc(torch.cat([x, y])))
                 loss_g, terms = loss_fn(x, y, out, d_real, d_fake)
-                eng.backward_gen(loss_g / grad_accum, last)
-    gnorm_g, ok_g = eng.step_gen()
+                if train_gen:
+                    eng.backward_gen(loss_g / grad_accum, last)
+    if train_gen:
+        gnorm_g, ok_g = eng.step_gen()
+    else:  # frozen: no update; the schedules still advance, a function of the step number
+        with warnings.catch_warnings():
+            # torch warns once that the generator's optimizer has not stepped yet: expected
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step")
+            eng.sched_g.step()
+        eng.sched_d.step()
+        gnorm_g, ok_g = 0.0, True
     return StepResult(loss_d.detach(), loss_g.detach(), terms, gnorm_g, gnorm_d, ok_g, ok_d)
 
 
-def build_step_objects(acc: Accelerator, cfg: ExperimentConfig) -> tuple[GanEngine, nn.Module]:
+def build_step_objects(
+    acc: Accelerator, cfg: ExperimentConfig, init_generator: bool = False
+) -> tuple[GanEngine, nn.Module]:
     """The engine (both models, optimisers, schedules; compiled per ``run.compile``) and the
     generator loss that :func:`gan_step` needs, exactly as the training loop builds them.
 
     Seeds the global RNGs with ``run.seed`` first, so every rank (and every benchmark run)
-    starts from identical weights.
+    starts from identical weights. ``init_generator``: load ``model.init_from`` into the
+    generator before it is wrapped (a run starting at step 0; trainer/init_from.py).
     """
     set_seed(cfg.run.seed)
     sr = cfg.codec.sample_rate
     gen, disc = build_codec(cfg.codec), build_discriminator(cfg.discriminator, sr)
+    if init_generator:
+        load_init_weights(gen, cfg)
     loss_fn = build_generator_loss(cfg.loss, sr).to(acc.device)
     return build_engine(acc, cfg, gen, disc), loss_fn  # DDP, or the generator in DeepSpeed

@@ -55,6 +55,7 @@ from trainer.config import (
 )
 from trainer.distributed import average_usage
 from trainer.engine import build_accelerator, dist_timeout, resolve_precision
+from trainer.init_from import generator_frozen
 from trainer.step import build_step_objects, gan_step
 from trainer.stopping import StopRequest, ignore_signals
 from trainer.tracking import Tracker
@@ -138,7 +139,7 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
         check_architecture(resume_from, yaml.safe_load(config_to_yaml(cfg)))
 
     # seeded with run.seed inside: identical initial weights on every rank
-    eng, loss_fn = build_step_objects(acc, cfg)  # DDP, or the generator in DeepSpeed
+    eng, loss_fn = build_step_objects(acc, cfg, init_generator=resume_from is None)
     o = cfg.optim
 
     state = TrainState(world_size=acc.num_processes)
@@ -256,7 +257,8 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
     while state.step < cfg.run.max_steps:
         eng.gen.train()
         eng.disc.train()
-        res = gan_step(eng, loss_fn, micro_batches(), o.grad_accum)
+        frozen = generator_frozen(cfg, state.step)  # optim.disc_warmup_steps
+        res = gan_step(eng, loss_fn, micro_batches(), o.grad_accum, train_gen=not frozen)
         state.step += 1
         state.samples_seen += global_batch
         steps_window += 1
@@ -269,7 +271,8 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
         applied = res.applied
 
         # the quantizer's recent residuals come from this step's forward: not after a bad one
-        if applied and cfg.run.dead_code_every and state.step % cfg.run.dead_code_every == 0:
+        dead_code_due = cfg.run.dead_code_every and state.step % cfg.run.dead_code_every == 0
+        if applied and dead_code_due and not frozen:
             replaced = eng.replace_dead_codes(cfg.run.seed + state.step)
             if replaced.sum() > 0:
                 log.info(

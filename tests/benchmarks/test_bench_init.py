@@ -1,0 +1,19 @@
+"""benchmarks/bench_init.py: the speaker split its fine-tune-vs-scratch comparison rests on."""
+
+from __future__ import annotations
+
+from benchmarks.bench_init import TELUGU_SPEAKER, split_speakers
+
+
+def test_halves_share_no_speaker_and_keep_every_speaker(tmp_path):
+    for spk in ("SPKF01", "SPKF02", "SPKM01", "SPKM02", "SPKM03"):
+        for i in range(4):
+            (tmp_path / "happy").mkdir(exist_ok=True)
+            (tmp_path / "happy" / f"S11_HAP_C0{i}_{spk}_V1.flac").write_bytes(b"")
+    (tmp_path / "no_speaker.flac").write_bytes(b"")
+    halves = split_speakers(tmp_path, TELUGU_SPEAKER, None)
+    assert set(halves["pretrain"]) == {"SPKF01", "SPKM01", "SPKM03"}
+    assert set(halves["target"]) == {"SPKF02", "SPKM02"}
+    assert all(len(fs) == 4 for h in halves.values() for fs in h.values())
+    small = split_speakers(tmp_path, TELUGU_SPEAKER, 4)
+    assert {k: len(v) for k, v in small["target"].items()} == {"SPKF02": 2, "SPKM02": 2}
