@@ -285,13 +285,33 @@ def _save_failed(err: Exception, where: Path) -> EnvironmentFault | None:
 
 
 class CheckpointManager:
-    """Saves, prunes (keep the last K plus the best) and finds checkpoints. Every rank calls
-    :meth:`save` (DeepSpeed writes per-rank shards); only rank 0 renames and prunes."""
+    """Decides when to save (:meth:`due`), saves, prunes (keep the last K plus the best) and
+    finds checkpoints. Every rank calls :meth:`save` (DeepSpeed writes per-rank shards); only
+    rank 0 renames and prunes."""
 
-    def __init__(self, accelerator: Accelerator, root: str | Path, keep_last: int) -> None:
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        root: str | Path,
+        keep_last: int,
+        every_steps: int | None = None,
+    ) -> None:
         self.accelerator = accelerator
         self.root = Path(root)
         self.keep_last = keep_last
+        self.every_steps = every_steps
+
+    def due(self, step: int, applied: bool, done: bool, is_best: bool) -> bool:
+        """Save at the interval, at the end of the run, and whenever a validation beat the
+        best so far (a best between two interval saves would otherwise never be kept).
+
+        A step whose update was skipped (non-finite gradients) leaves the weights as they
+        were, but buffers (codebook usage) saw the bad batch: it is not saved unless the run
+        ends there."""
+        if not (applied or done):
+            return False
+        on_interval = self.every_steps is not None and step % self.every_steps == 0
+        return on_interval or done or is_best
 
     def save(self, state: TrainState, config_yaml: str, is_best: bool = False) -> Path:
         """Write a complete checkpoint of ``state``'s step; a full disk or a read-only folder

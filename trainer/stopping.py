@@ -30,6 +30,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 log = logging.getLogger("telucodec")
 
 
@@ -113,3 +115,28 @@ class StopRequest:
 
 
 __all__ = ["StopRequest", "ignore_signals", "parse_signals"]
+
+
+def agree(
+    acc, cfg, step: int, t_start: float, t_last_val: float, stop: StopRequest
+) -> tuple[bool, bool, str | None]:
+    """``(out of time, validation due by the clock, stop request or None)``, the same on
+    every rank (the request as this rank saw it, or "on another rank").
+
+    One process: read every step. Several: every rank must stop (and validate) at the same
+    step, and a signal reaches the ranks at different moments, so they agree every
+    ``run.agree_every`` steps: one 3-value all-reduce there, and no collective, host sync or
+    stop-file lookup on the other steps. A flag raised on any rank holds for all.
+    """
+    max_min, every_min = cfg.run.max_minutes, cfg.validation.every_minutes
+    if acc.num_processes > 1 and step % cfg.run.agree_every != 0:
+        return False, False, None
+    now = time.time()
+    late = max_min is not None and (now - t_start) / 60 >= max_min
+    due = every_min is not None and (now - t_last_val) / 60 >= every_min
+    asked = stop.reason()
+    if acc.num_processes == 1:
+        return late, due, asked
+    flags = torch.tensor([float(late), float(due), float(asked is not None)], device=acc.device)
+    late_all, due_all, stop_all = (acc.reduce(flags, "sum") > 0).tolist()
+    return bool(late_all), bool(due_all), (asked or "on another rank") if stop_all else None

@@ -145,6 +145,31 @@ class Tracker:
         except Exception:  # noqa: BLE001
             return None
 
+    def log_media(self, examples, sample_rate: int, step: int) -> None:
+        """Validation examples ``[(key, input [1, T], output [1, T]), ...]`` as W&B audio and
+        mel images; like every tracker call, a failure is a warning, never a stop."""
+        run = self.run()
+        if run is None or not examples:
+            return
+        try:
+            import matplotlib.pyplot as plt
+            import wandb
+
+            from trainer.validation import mel_image
+
+            media = {}
+            for i, (key, x, y) in enumerate(examples):
+                media[f"audio/{i}_input"] = wandb.Audio(x.numpy().T, sample_rate=sample_rate,
+                                                        caption=key)  # fmt: skip
+                media[f"audio/{i}_output"] = wandb.Audio(y.numpy().T, sample_rate=sample_rate,
+                                                         caption=key)  # fmt: skip
+                fig = mel_image(x, y, sample_rate)
+                media[f"mel/{i}"] = wandb.Image(fig, caption=key)
+                plt.close(fig)
+            run.log(media, step=step)
+        except Exception as e:  # noqa: BLE001 - media logging must never stop training
+            log.warning("W&B media logging failed: %s", e)
+
     def alert(self, title: str, text: str) -> None:
         run = self.run()
         if run is None:

@@ -13,11 +13,12 @@ import sys
 
 import torch
 
+import trainer.batches as tb
 import trainer.train as tt
 
 RANK = int(os.environ["POISON_RANK"])
 BAD = {int(i) for i in os.environ["POISON_BATCHES"].split(",")}
-_real = tt.make_train_loader
+_real = tb.make_train_loader
 
 
 class _Poisoned:
@@ -36,5 +37,5 @@ def _make(*args, **kwargs):
 
 
 if __name__ == "__main__":
-    tt.make_train_loader = _make
+    tb.make_train_loader = _make
     sys.exit(tt.main(sys.argv[1:]))

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import torch
 
 from trainer.config import load_config
-from trainer.train import _agree
+from trainer.stopping import agree as _agree
 
 
 class FakeAcc:

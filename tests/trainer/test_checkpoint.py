@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 from accelerate import Accelerator
 
@@ -62,3 +65,34 @@ def test_state_round_trip(tmp_path):
         "abc",
     )
     assert torch.equal(model.weight.detach(), before)
+
+
+def test_a_best_validation_is_saved_whatever_the_interval(tmp_path):
+    acc = Accelerator(cpu=True)
+    ck = CheckpointManager(acc, tmp_path, keep_last=2, every_steps=5)
+    assert ck.due(5, applied=True, done=False, is_best=False)  # the interval
+    assert not ck.due(2, applied=True, done=False, is_best=False)
+    assert ck.due(2, applied=True, done=False, is_best=True)  # a new best between intervals
+    assert ck.due(3, applied=True, done=True, is_best=False)  # the end of the run
+    # a skipped step's buffers saw the bad batch: saved only when the run ends there
+    assert not ck.due(5, applied=False, done=False, is_best=True)
+    assert ck.due(5, applied=False, done=True, is_best=False)
+
+
+@pytest.mark.slow
+def test_validation_every_2_checkpoints_every_5_keeps_each_best(tiny_shards, tmp_path):
+    from tests.trainer._runs import debug_config
+    from trainer.checkpoint import STATE_FILE, find_latest, is_complete, step_dir_name
+    from trainer.train import train
+
+    cfg = debug_config(tiny_shards, tmp_path, "run.max_steps=6", "validation.every_steps=2",
+                       "checkpoint.every_steps=5", "checkpoint.keep_last=10")  # fmt: skip
+    train(cfg)
+    root = tmp_path / "debug" / "checkpoints"
+    saved = sorted(int(p.name[5:]) for p in root.glob("step_*") if is_complete(p))
+    # step 2's validation is the first, so always a new best; 5 is the interval, 6 the end
+    assert {2, 5, 6} <= set(saved) and set(saved) <= {2, 4, 5, 6}
+    best_step = json.loads((find_latest(root) / STATE_FILE).read_text())["best_step"]
+    assert best_step in (2, 4, 6)
+    assert (root / "best").read_text().strip() == step_dir_name(best_step)
+    assert is_complete(root / step_dir_name(best_step))

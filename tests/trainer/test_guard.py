@@ -12,9 +12,10 @@ import torch
 
 from shards.reader import make_train_loader
 from tests.trainer._runs import debug_config
-from trainer.alarms import AlarmLog, CostMeter, Guard, batch_levels_dbfs, project_cost
+from trainer.alarms import AlarmLog, Guard, batch_levels_dbfs
 from trainer.checkpoint import TrainState, find_latest
 from trainer.config import GuardConfig, SnrFloor
+from trainer.cost import CostMeter, project_cost
 from trainer.export import load_exported
 from trainer.train import NonFiniteStop, train
 
@@ -200,9 +201,9 @@ def _cfg(shards: Path, out: Path, *extra: str):
 def _poison_loader(monkeypatch, bad_batches: set[int]):
     """Replace the trainer's loader: batches whose 1-based index is in ``bad_batches`` carry
     NaN (a data bug); with grad_accum 1, batch i is optimizer step i."""
-    import trainer.train as tt
+    import trainer.batches as tb
 
-    real = tt.make_train_loader
+    real = tb.make_train_loader
 
     class Poisoned:
         def __init__(self, loader):
@@ -214,7 +215,7 @@ def _poison_loader(monkeypatch, bad_batches: set[int]):
                     batch = dict(batch, audio=torch.full_like(batch["audio"], math.nan))
                 yield batch
 
-    monkeypatch.setattr(tt, "make_train_loader", lambda *a, **k: Poisoned(real(*a, **k)))
+    monkeypatch.setattr(tb, "make_train_loader", lambda *a, **k: Poisoned(real(*a, **k)))
 
 
 def test_nonfinite_step_is_skipped_and_training_goes_on(tiny_shards, tmp_path, monkeypatch):

@@ -23,7 +23,17 @@ def _dtypes(codec) -> list:
     return seen
 
 
-def test_ddp_path_validates_in_fp32_and_trains_in_bf16():
+@pytest.fixture
+def fresh_accelerator_state():
+    """Accelerate keeps one process-wide state; this test needs its own (bf16)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_ddp_path_validates_in_fp32_and_trains_in_bf16(fresh_accelerator_state):
     cfg = load_config("configs/debug.yaml", ["run.precision=bf16", "wandb.enabled=false"])
     acc = build_accelerator(cfg)
     eng, _ = build_step_objects(acc, cfg)

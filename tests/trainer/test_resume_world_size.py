@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.trainer._runs import logged_steps
-from trainer.train import resumed_rank_seed
+from trainer.run import resumed_rank_seed
 
 REPO = Path(__file__).resolve().parents[2]
 
