@@ -325,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=ROOT / "runs" / "gpu-check",
                    help="checkpoints, exports, generated data (wiped first; not brought back)")  # fmt: skip
     p.add_argument("--stages", default=None, help="comma list: run only these stages")
+    p.add_argument("--print-command", action="store_true",
+                   help="check the carried size and print the GPU window's run call (make gpu-check)")  # fmt: skip
     p.add_argument("--stage-timeout", action="append", default=[], metavar="STAGE=S",
                    help="replace a stage's cap (its minimum no longer applies)")  # fmt: skip
     # test aid: the stage sleeps this long first (proves an overrunning stage is cut)
@@ -379,6 +381,14 @@ def main(argv: list[str] | None = None) -> int:
         return _child(args)
 
     def body() -> int:
+        if args.print_command:
+            from scripts import _gpu_carry
+
+            sizes = _gpu_carry.carried()
+            print(_gpu_carry.command_text(sizes, args.kit or default_kit()))
+            if sum(sizes.values()) > _gpu_carry.LIMIT_BYTES:
+                raise UserInputError("the carried files exceed the 64 MiB a call takes")
+            return 0
         check_args(args, argv)
         path = run_kit(args)
         doc = json.loads(path.read_text())

@@ -254,3 +254,21 @@ def test_budget_kit_rehearsal_records_a_curve(tmp_path):
     (ours,) = doc["records"]
     assert ours["impl"] == "telucodec" and ours["steps"] >= 1 and ours["minutes"] == 0.05
     assert ours["curve"] and all(math.isfinite(p["mel_distance"]) for p in ours["curve"])
+
+
+def test_the_printed_call_measures_the_carry_and_refuses_a_missing_part(tmp_path):
+    from scripts import _gpu_carry
+    from telucodec.errors import UserInputError
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text(".whl/\n")
+    (tmp_path / "code.py").write_bytes(b"x" * 1000)
+    (tmp_path / ".whl" / "core").mkdir(parents=True)
+    (tmp_path / ".whl" / "core" / "a.whl").write_bytes(b"w" * 5000)
+    sizes = _gpu_carry.carried(tmp_path, (".whl/core",))
+    assert sizes == {"tree": 1000 + len(".whl/\n"), ".whl/core": 5000}  # ignored: counted once
+    text = _gpu_carry.command_text(sizes, "budget")
+    assert "next kit without a record in benchmarks/results/gpu/: budget" in text
+    assert "timeout_s: 600" in text and "scripts/gpu_check.py --out $OUT" in text
+    with pytest.raises(UserInputError, match=".gpu-data: missing"):
+        _gpu_carry.carried(tmp_path, (".whl/core", ".gpu-data"))
