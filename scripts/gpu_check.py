@@ -254,7 +254,7 @@ def run_kit(args: argparse.Namespace) -> Path:
     t_end = time.time() + args.deadline
     out, work = args.out, args.workdir
     out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)  # check_args: empty, absent or one of ours
     work.mkdir(parents=True)
     make = rehearsal_plan if args.rehearse else gpu_plan
     plan = make(args.ref_python, args.data, str(work), args.minutes)
@@ -369,6 +369,10 @@ def check_args(args: argparse.Namespace, argv: list[str]) -> None:
         args.ref_python = str(ROOT / ".venv-ref" / "bin" / "python")
     if args.data is None and not args.rehearse:
         args.data = str(ROOT / ".gpu-data" / "telugu-emotion")
+    w = args.workdir
+    if w.exists() and (not w.is_dir() or (any(w.iterdir()) and not (w / "plan.json").is_file())):
+        # the kit wipes its workdir first: only ever one it made (plan.json marks it)
+        raise UserInputError(f"--workdir {w}: exists and is not a gpu_check workdir")
     if args.data is not None and not Path(args.data).is_dir():
         raise UserInputError(f"--data {args.data}: not a folder (make gpu-data prepares it)")
     args.command = "python3 scripts/gpu_check.py " + shlex.join(argv)

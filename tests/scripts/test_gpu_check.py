@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from scripts import gpu_check
-from scripts._gpu_stages import summarise_metrics, validation_table
+from scripts._gpu_train import summarise_metrics, validation_table
 
 REPO = Path(__file__).resolve().parents[2]
 REF_PYTHON = REPO / ".venv-ref" / "bin" / "python"
@@ -83,9 +83,13 @@ def test_device_names_become_file_name_parts():
         (["--kit", "speed", "--stage-timeout", "nope=3"], "--stage-timeout"),
         (["--kit", "budget", "--deadline", "0"], "--deadline"),
         (["--kit", "speed", "--data", "/no/such/folder"], "--data"),
+        (["--kit", "speed"], "--workdir"),
     ],
 )
 def test_bad_arguments_are_refused_by_name(tmp_path, capsys, args, named):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("not the kit's")
+    args = [*args, "--workdir", str(tmp_path / ("mine" if named == "--workdir" else "w"))]
     assert gpu_check.main(["--rehearse", "--out", str(tmp_path / "o"), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and named in err
