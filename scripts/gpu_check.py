@@ -267,6 +267,9 @@ def run_kit(args: argparse.Namespace) -> Path:
     def on_term(signum, frame):  # the caller's own limit: save what there is, end the stage
         if _Current.proc is not None:
             _kill_group(_Current.proc)
+        for name, st in rec.doc["stages"].items():
+            if st["status"] == "running":
+                rec.doc["stages"][name] = {**st, "status": "killed", "reason": f"signal {signum}"}
         rec.doc["stopped_by_signal"] = signum
         rec.write()
         sys.exit(128 + signum)
@@ -298,6 +301,8 @@ def run_kit(args: argparse.Namespace) -> Path:
                 rec.stage(stage.name, {"status": "skipped", "reason": why})
                 continue
             plan.save(plan_path)
+            # a command stopped from outside still shows which stage it was in
+            rec.stage(stage.name, {"status": "running", "box_s": round(box, 1)})
             r = run_one(stage.name, plan_path, box, work, log)
             if stage.name == "data" and r["status"] == "ok":
                 plan.shards = r["shards"]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -276,3 +278,32 @@ def test_the_printed_call_measures_the_carry_and_refuses_a_missing_part(tmp_path
     assert "timeout_s: 600" in text and "scripts/gpu_check.py --out $OUT" in text
     with pytest.raises(UserInputError, match=".gpu-data: missing"):
         _gpu_carry.carried(tmp_path, (".whl/core", ".gpu-data"))
+
+
+def test_a_stopped_command_keeps_its_record_and_ends_the_running_stage(tmp_path):
+    """The device tool's own limit (SIGTERM): the running stage's group is killed and the
+    record says which stage it was."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "scripts/gpu_check.py", "--rehearse", "--kit", "speed", "--out",
+           str(out), "--workdir", str(tmp_path / "w"), "--stages", "env", "--_sleep", "env=300"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(600):  # until the env stage is recorded as running
+            docs = [json.loads(p.read_text()) for p in out.glob("*.json")] if out.is_dir() else []
+            if docs and docs[0]["stages"].get("env", {}).get("status") == "running":
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the env stage never showed as running")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+    (doc,) = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    assert doc["stopped_by_signal"] == signal.SIGTERM and doc["complete"] is False
+    assert doc["stages"]["env"]["status"] == "killed"
+    sleeping = subprocess.run(
+        ["pgrep", "-f", str(tmp_path / "w" / "plan.json")], capture_output=True
+    )
+    assert sleeping.returncode == 1, sleeping.stdout  # the stage's process went with its group
