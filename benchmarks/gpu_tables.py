@@ -90,7 +90,7 @@ def speed_section(name: str, doc: dict) -> list[str]:
     lines = [
         f"### Speed kit: {doc['device']}, {doc['date']} (`{name}`)",
         "",
-        f"- torch {doc['torch']}, CUDA {env.get('cuda', '?')}, driver {env.get('driver', '?')}; "
+        f"- torch {doc['torch']}, CUDA {env.get('cuda') or '-'}, driver {env.get('driver') or '-'}; "
         f"measured {env.get('matmul_dtype', '?')} matmul "
         f"{_f(env.get('matmul_tflops'), '.1f')} TFLOP/s; deadline {doc.get('deadline_s', '?')} s, "
         f"elapsed {doc.get('elapsed_s', '?')} s{'' if doc.get('complete') else ' (cut off)'}",
