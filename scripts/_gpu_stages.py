@@ -149,7 +149,9 @@ def stage_env(plan: Plan, box_s: float) -> dict:
             pass
     dtype, n = (torch.bfloat16, 8192) if cuda else (torch.float32, 512 if plan.rehearse else 2048)
     out["matmul_dtype"] = str(dtype).removeprefix("torch.")
-    out["matmul_tflops"] = measure_matmul_tflops(torch.device("cuda" if cuda else "cpu"), dtype, n)
+    # 50 products of 8192^3 take about 0.1 s on an H100: long enough to time, short to spend
+    device = torch.device("cuda" if cuda else "cpu")
+    out["matmul_tflops"] = measure_matmul_tflops(device, dtype, n, reps=50 if cuda else 10)
     return out
 
 
