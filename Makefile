@@ -12,7 +12,7 @@ DEMO   ?= runs/demo
 # same when idle and 2.3x faster with one busy neighbour (see BENCHMARKS.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install refs demo test lint format clean wheels-gpu gpu-data check-gpu-kit
+.PHONY: install refs demo test lint format clean wheels-gpu gpu-data check-gpu-kit gpu-check
 
 install: $(STAMP)
 
@@ -57,6 +57,11 @@ wheels-gpu: install refs
 # a missing wheel fails here instead of on device time.
 check-gpu-kit: wheels-gpu
 	bash scripts/check-gpu-kit.sh
+
+# Everything a GPU window needs (wheels, shards, scripts/gpu_check.py), then the one `run`
+# call to make there, with the carried size measured against the 64 MiB limit (issue 13).
+gpu-check: wheels-gpu gpu-data
+	$(PY) scripts/gpu_check.py --print-command
 
 GPU_DATA_SRC ?= ../shared/data/telugu-emotion
 gpu-data: install
