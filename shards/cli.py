@@ -2,7 +2,8 @@
 
 A thin wrapper: parse arguments into a :class:`shards.prep.PrepConfig` and call
 :func:`shards.prep.prep_corpus`. Exit status 0 when shards were written (rejected files are
-reported, not fatal), 1 when nothing usable was found, 2 for bad arguments.
+reported, not fatal), 1 when nothing usable was found, 2 for bad arguments and when the
+machine refused a write (full disk, read-only folder: one line naming the path).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from shards.prep import DEFAULT_SPEAKER_REGEX, PrepConfig, PrepError, prep_corpus
 from shards.split import SPLIT_MODES, SplitConfig
+from telucodec.errors import EnvironmentFault
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except PrepError as e:
         print(f"telucodec-prep: error: {e}", file=sys.stderr)
         return 1
+    except EnvironmentFault as e:  # full disk, read-only --out: the run stopped, no manifest
+        print(f"telucodec-prep: error: {e}", file=sys.stderr)
+        return 2
     print(result.summary)
     m = result.manifest
     print(
