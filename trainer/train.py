@@ -46,6 +46,7 @@ from trainer.config import (
     save_config,
 )
 from trainer.engine import build_accelerator, resolve_precision
+from trainer.preflight import require_usable_splits
 from trainer.step import build_step_objects, gan_step
 from trainer.stopping import StopRequest, ignore_signals
 from trainer.tracking import Tracker
@@ -100,6 +101,7 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
     run_dir = cfg.run.run_dir
     ckpt_root = run_dir / "checkpoints"
     manifest = load_manifest(cfg.data.shards)
+    require_usable_splits(manifest, cfg.data.shards)  # not at the first validation
     if manifest.sample_rate != cfg.codec.sample_rate:
         raise ConfigError(
             f"config field `codec.sample_rate`: {cfg.codec.sample_rate} Hz but the shards in "
