@@ -139,6 +139,8 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
     if resume_from is not None:
         acc.load_state(str(resume_from))
         eng.after_resume()
+        for change in eng.apply_config_lrs():  # the config's rates, not the checkpoint's
+            log.warning("%s", change)
         log.info("resumed from %s at step %d", resume_from, state.step)
         if state.world_size != acc.num_processes:
             log.warning(

@@ -1,4 +1,5 @@
-"""Shard sets training cannot use are refused before step 1, in one line saying the fix."""
+"""Runs that could not go as configured are refused before step 1 or corrected: a shard set
+without a validation split, a learning rate changed for a resume."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import torch
 
 from shards import synth
 from shards.prep import PrepConfig, prep_corpus
-from tests.trainer._runs import debug_config
+from tests.trainer._runs import debug_config, logged_steps
+from trainer.checkpoint import find_latest
 from trainer.preflight import run_preflight
 from trainer.train import main as train_main
+from trainer.train import train
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +48,31 @@ def test_training_refuses_an_empty_val_split_before_step_1(no_val_shards, tmp_pa
     assert "the val split is empty, and training validates on it" in err[0]
     assert "--split time --val-seconds" in err[0]
     assert not list(tmp_path.rglob("metrics.jsonl")) and not list(tmp_path.rglob("step_*"))
+
+
+def test_resume_trains_with_the_configured_learning_rate(tiny_shards, tmp_path, capfd):
+    """A resumed run with a new optim.lr_g / lr_d trains with it (and says so); the
+    checkpoint's rates used to win while the log and config.yaml showed the new ones."""
+    first = debug_config(
+        tiny_shards, tmp_path, "run.max_steps=2", "optim.lr_g=3e-4", "optim.lr_d=3e-4"
+    )
+    train(first)
+    resumed = debug_config(
+        tiny_shards, tmp_path, "run.max_steps=3", "optim.lr_g=1e-4", "optim.lr_d=2e-4"
+    )
+    train(resumed, resume="auto")
+    err = capfd.readouterr().err
+    assert "generator lr changed on resume: 0.0003 -> 0.0001" in err
+    assert "discriminator lr changed on resume: 0.0003 -> 0.0002" in err
+    gamma = resumed.optim.lr_decay
+    row = logged_steps(resumed.run.run_dir)[3]
+    assert row["lr/generator"] == pytest.approx(1e-4 * gamma**3, rel=1e-9)
+    assert row["lr/discriminator"] == pytest.approx(2e-4 * gamma**3, rel=1e-9)
+    # what the optimizers and schedules hold (and saved) after the resumed step
+    ckpt = find_latest(resumed.run.run_dir / "checkpoints")
+    assert ckpt.name == "step_00000003"
+    for suffix, want in (("", 1e-4), ("_1", 2e-4)):
+        opt = torch.load(ckpt / f"optimizer{suffix}.bin", weights_only=True)
+        sched = torch.load(ckpt / f"scheduler{suffix}.bin", weights_only=True)
+        assert sched["base_lrs"] == [want]
+        assert opt["param_groups"][0]["lr"] == pytest.approx(want * gamma**3, rel=1e-9)
