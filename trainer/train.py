@@ -207,6 +207,7 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
         base=b.shard_base,
         crops_per_chunk=b.crops_per_chunk,
         sample_rate=sr,
+        max_bad_fraction=b.max_bad_sample_fraction,
         pin_memory=acc.device.type == "cuda",
         # the stop signals are the main process's to act on (trainer/stopping.py)
         worker_init_fn=functools.partial(ignore_signals, stop.signals),
@@ -228,6 +229,7 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
     t_start = time.time()
     t_last_val = t_start  # when the last validation began (validation.every_minutes)
     t_window, steps_window = time.time(), 0
+    skipped: dict[int, int] = {}  # DataLoader worker -> undecodable samples it skipped
 
     def micro_batches():
         """The step's micro-batches, fetched lazily (one in flight at a time)."""
@@ -236,6 +238,7 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
             if main_proc and cfg.guard.enabled:
                 guard.check_batch_level(state.step + 1, batch["audio"])  # CPU copy: no sync
             state.data_batches += 1
+            skipped[batch["worker"]] = batch["skipped_samples"]
             if keys_log is not None:
                 row = {k: batch[k] for k in ("keys", "offsets", "epochs")}
                 keys_log.write(json.dumps({"step": state.step + 1, **row}) + "\n")
@@ -304,6 +307,8 @@ def _train(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> Trai
             cost_logs, projection = cost.update(state.step)
             logs.update(cost_logs)
             logs["guard/nonfinite_steps"] = guard.nonfinite_total
+            n_bad = torch.tensor(float(sum(skipped.values())), device=acc.device)
+            logs["data/skipped_samples"] = acc.reduce(n_bad, reduction="sum").item()  # all ranks
             if main_proc and cfg.guard.enabled:
                 guard.on_log_step(state.step, stats, last_losses)
             tracker.log(logs, step=state.step)

@@ -3,6 +3,7 @@ without a validation split, a learning rate changed for a resume."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from shards import synth
 from shards.prep import PrepConfig, prep_corpus
 from tests.trainer._runs import debug_config, logged_steps
 from trainer.checkpoint import find_latest
+from trainer.config import ConfigError
 from trainer.preflight import run_preflight
 from trainer.train import main as train_main
 from trainer.train import train
@@ -76,3 +78,32 @@ def test_resume_trains_with_the_configured_learning_rate(tiny_shards, tmp_path, 
         sched = torch.load(ckpt / f"scheduler{suffix}.bin", weights_only=True)
         assert sched["base_lrs"] == [want]
         assert opt["param_groups"][0]["lr"] == pytest.approx(want * gamma**3, rel=1e-9)
+
+
+def test_a_corrupt_training_sample_is_skipped_and_counted(tiny_shards, tmp_path):
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards)
+    tar = shards / "train-000000.tar"
+    data = bytearray(tar.read_bytes())
+    at = data.index(b"fLaC")  # the first FLAC member: no longer a FLAC stream
+    data[at : at + 4] = b"XXXX"
+    tar.write_bytes(bytes(data))
+    cfg = debug_config(shards, tmp_path / "run", "run.max_steps=2", "validation.every_steps=10")
+    with pytest.raises(ValueError, match="more than data.max_bad_sample_fraction=0.01"):
+        train(cfg)  # the default share: 1 bad of the 8 training chunks is too many
+    cfg = debug_config(
+        shards,
+        tmp_path / "run2",
+        "run.max_steps=2",
+        "validation.every_steps=10",
+        "data.max_bad_sample_fraction=0.2",
+    )
+    res = train(cfg)
+    assert res.steps == 2
+    rows = logged_steps(cfg.run.run_dir)
+    assert [rows[s]["data/skipped_samples"] for s in (1, 2)] == [1, 1]
+
+
+def test_max_bad_sample_fraction_is_validated(tiny_shards, tmp_path):
+    with pytest.raises(ConfigError, match=r"data.max_bad_sample_fraction.*\[0, 1\)"):
+        debug_config(tiny_shards, tmp_path, "data.max_bad_sample_fraction=1.5")
