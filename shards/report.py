@@ -160,6 +160,7 @@ def format_summary(report: dict, max_listed: int = 10) -> str:
     listed += [f"  nothing kept from {r['source']}: {r['reason']}" for r in report["nothing_kept"]]
     listed += [f"  length of {r['source']}: {r['warning']}" for r in report["length_warnings"]]
     listed += [f"  skipped folder {r['path']}: {r['reason']}" for r in report["skipped"]]
+    lines += [f"split: {report[k]}" for k in ("split_note", "split_warning") if report.get(k)]
     lines += listed[:max_listed]
     if len(listed) > max_listed:
         lines.append(f"  ... and {len(listed) - max_listed} more (see report.md)")
@@ -193,6 +194,9 @@ def to_markdown(report: dict) -> str:
     unknown = report["input"]["files_with_unknown_duration"]
     if unknown:
         out.append(f"| rejected, duration unknown | {len(unknown)} files | |")
+    for key in ("split_note", "split_warning"):  # set by prep once the shards are written
+        if report.get(key):
+            out += ["", f"**Split:** {report[key]}."]
     out += [
         "",
         f"Chunks kept: {c['kept']}; dropped as silence: {c['silence']}; "

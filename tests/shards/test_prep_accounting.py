@@ -108,6 +108,10 @@ def test_one_long_recording_gets_a_validation_split(tmp_path, caplog):
     assert res.report["seconds"]["kept_val"] == pytest.approx(10.0, abs=1e-6)
     assert res.report["split_warning"] is None
     assert any("form one group" in r.getMessage() for r in caplog.records)
+    assert (
+        "**Split:** all 1 recording(s) form one group" in (tmp_path / "out/report.md").read_text()
+    )
+    assert "split: all 1 recording(s)" in res.summary
     _sums_to_input(res.report)
 
 
@@ -119,6 +123,7 @@ def test_a_split_left_without_validation_says_so(tmp_path, caplog):
     assert res.report["split_warning"].startswith("the val split is empty")
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["split_warning"] == res.report["split_warning"]
+    assert "**Split:** the val split is empty" in (tmp_path / "out/report.md").read_text()
     assert any("the val split is empty" in r.getMessage() for r in caplog.records)
 
 
