@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import soxr
 import torch
-from tqdm import tqdm
 
 from codec import metrics
 from codec.dac_import import as_export
@@ -48,6 +47,7 @@ from telucodec.errors import (
     environment_fault,
     run_cli,
 )
+from telucodec.progress import progress as progress_bar
 
 PESQ_RATE = 16_000  # wideband PESQ is defined at 16 kHz
 METRICS = (
@@ -205,7 +205,7 @@ def evaluate(
     rate = tc.sample_rate
     seg = round(segment_seconds * rate)
     total = len(files) * (len(n_qs) + len(opus_kbps))
-    bar = tqdm(total=total, desc="eval", unit="run", disable=not progress)
+    bar = progress_bar(total, "eval", "run", disable=not progress)  # plain lines in a log
     # (row without metrics, future of its metrics), in order; bounded so that long files do
     # not pile up in memory faster than the workers score them
     pending: deque[tuple[dict, Future]] = deque()

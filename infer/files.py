@@ -8,10 +8,15 @@ conditioning and loudness metering run in a background thread
 input order, as each file's last window is done; a bad input is reported in its
 :class:`FileResult` and the others go on. Memory: one batch of windows plus the codes of
 the file being encoded (a few bytes per frame).
+
+Writing an output is the machine's business, not the input's: a full disk, a read-only or
+forbidden folder raises :class:`telucodec.errors.EnvironmentFault` naming the output path
+(libsndfile itself only says "System error."), and the run stops there.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from collections import defaultdict
@@ -29,6 +34,7 @@ from infer.codefile import CodeFile, CodeFileError
 from infer.level import LevelPlan, LoudnessMeter, plan_gain
 from infer.restore import Restorer
 from shards import audio
+from telucodec.errors import EnvironmentFault, environment_fault
 
 if TYPE_CHECKING:
     from infer.api import TeluCodec
@@ -58,6 +64,22 @@ class FileResult:
         return f"{self.source} -> {self.output}: {self.code.duration_s:.2f} s"
 
 
+def output_fault(exc: Exception, path: Path, doing: str) -> EnvironmentFault:
+    """An EnvironmentFault naming ``path`` for an OSError or a libsndfile write error
+    (which carries no errno: a folder with no space left is then named as the cause)."""
+    if isinstance(exc, OSError) and exc.errno:
+        return environment_fault(exc, path, doing)
+    try:
+        st = os.statvfs(path.parent)
+        full = st.f_bavail * st.f_frsize < 2**20
+    except OSError:
+        full = False
+    reason = os.strerror(errno.ENOSPC) if full else f"libsndfile: {exc}"
+    return EnvironmentFault(
+        f"{path}: {doing} failed: {reason}", path, errno.ENOSPC if full else None
+    )
+
+
 def plan_outputs(
     paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike, ext: str
 ) -> list[Job]:
@@ -74,7 +96,10 @@ def plan_outputs(
         jobs.append((p, dst))
     if not jobs:
         raise ValueError("no input files")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_fault(e, out, "creating the output folder") from e
     return jobs
 
 
@@ -131,7 +156,10 @@ def encode_jobs(tc: TeluCodec, jobs: list[tuple], n_q: int) -> Iterator[FileResu
         cf = tc.make_codefile(np.concatenate(codes.pop(w.key), axis=1), n, info.sample_rate,
                               info.frames, info.channels, plan)  # fmt: skip
         if dst is not None:
-            cf.save(dst)
+            try:
+                cf.save(dst)
+            except OSError as e:
+                raise output_fault(e, dst, "writing the code file") from e
         yield FileResult(src, dst, cf)
         done = w.key + 1
         codes.clear()  # drops the partial codes of any input that failed midway
@@ -155,13 +183,21 @@ class AudioWriter:
             raise ValueError(f"{path}: cannot write {fmt} with subtype {self.subtype}")
         self.restore = Restorer(code, rate)
         self.tmp = path.with_name(path.name + ".part")
-        self.file = sf.SoundFile(self.tmp, "w", rate, 1, subtype=self.subtype, format=fmt)
+        try:
+            open(self.tmp, "wb").close()  # an OSError with its errno, where libsndfile has none
+            self.file = sf.SoundFile(self.tmp, "w", rate, 1, subtype=self.subtype, format=fmt)
+        except (OSError, sf.LibsndfileError) as e:
+            self.tmp.unlink(missing_ok=True)
+            raise output_fault(e, self.tmp, "writing the decoded audio") from e
         self.peak = 0.0
 
     def _put(self, y: np.ndarray) -> None:
         if len(y):
             self.peak = max(self.peak, float(np.abs(y).max()))
-            self.file.write(y)
+            try:
+                self.file.write(y)
+            except (OSError, sf.LibsndfileError) as e:
+                raise output_fault(e, self.tmp, "writing the decoded audio") from e
 
     def write(self, y: np.ndarray) -> None:
         """One decoded window core (model rate, training level)."""
@@ -169,8 +205,11 @@ class AudioWriter:
 
     def close(self) -> None:
         self._put(self.restore.finish())
-        self.file.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        except (OSError, sf.LibsndfileError) as e:
+            raise output_fault(e, self.tmp, "writing the decoded audio") from e
         if self.peak > 1.0 and not self.subtype.startswith(("FLOAT", "DOUBLE")):
             warnings.warn(
                 f"{self.path}: peak {self.peak:.4f} exceeds full scale and was clipped by "
@@ -179,7 +218,10 @@ class AudioWriter:
             )
 
     def abort(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except (OSError, sf.LibsndfileError):
+            pass  # the disk may still be full: the part file goes anyway
         self.tmp.unlink(missing_ok=True)
 
 

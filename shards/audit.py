@@ -7,15 +7,20 @@ runs of full-scale samples (in the stored chunks, and in the sources where prep 
 them as ``source_clip_runs``), sample-rate consistency, and per-speaker / per-file totals.
 ``--png`` draws histograms of the loudness before and after normalisation.
 
-Exit status 1 when something would break training (:func:`problems`): samples at or over
-full scale, NaN, a chunk whose rate differs from the manifest, or a level spread far from
-the loudness target (the signature of per-clip peak normalisation or of a skipped/doubled
+Every member is read and every shard checked against the sha256 prep recorded in the
+manifest (for local shards): a truncated or corrupt tar, an undecodable FLAC or a changed
+shard is listed by file and key, never a traceback.
+
+Exit status 1 when something would break training (:func:`problems`): damaged shards or
+samples, samples at or over full scale, NaN, a chunk whose rate differs from the manifest, or
+a level spread far from the loudness target (the signature of per-clip peak normalisation or of a skipped/doubled
 gain); 0 otherwise (warnings are printed but do not fail).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
@@ -28,8 +33,9 @@ import numpy as np
 import soundfile as sf
 
 from shards import loudness
-from shards.manifest import load_manifest
+from shards.manifest import ShardInfo, load_manifest
 from shards.reader_io import iter_tar_samples
+from shards.tarwalk import TarFormatError
 from telucodec.errors import UserInputError, environment_fault, run_cli
 
 FULL_SCALE = 0.999  # |x| at or above this counts as full scale (24-bit FLAC of 1.0 clips)
@@ -75,6 +81,8 @@ class AuditReport:
     target_lufs: float
     chunks: list[ChunkStats] = field(default_factory=list)
     prep_report: dict | None = None
+    damaged: list[str] = field(default_factory=list)  # one line per damaged shard or sample
+    checksums: str = "not recorded by prep"  # or "n of n verified"
 
     # -- aggregates ------------------------------------------------------------------
     def off_target(self) -> list[ChunkStats]:
@@ -91,8 +99,14 @@ class AuditReport:
         """What would break training (non-empty -> exit status 1)."""
         out = []
         n = len(self.chunks)
+        if self.damaged:
+            out.append(
+                f"{len(self.damaged)} damaged shards or samples (training skips undecodable "
+                f"samples up to data.max_bad_sample_fraction): {'; '.join(self.damaged[:3])}"
+                + (" ..." if len(self.damaged) > 3 else "")
+            )
         if n == 0:
-            return ["no chunks in the shard set"]
+            return [*out, "no chunks in the shard set"]
         bad = [c for c in self.chunks if c.nonfinite]
         if bad:
             out.append(f"{len(bad)} chunks hold NaN/Inf samples (e.g. {bad[0].key})")
@@ -167,8 +181,11 @@ class AuditReport:
         n = len(self.chunks)
         lines = [
             f"audit of {self.folder}: {n} chunks, manifest {self.sample_rate} Hz, "
-            f"target {self.target_lufs} LUFS"
+            f"target {self.target_lufs} LUFS; shard checksums: {self.checksums}"
         ]
+        lines += [f"  damaged: {d}" for d in self.damaged[:max_rows]]
+        if len(self.damaged) > max_rows:
+            lines.append(f"  ... and {len(self.damaged) - max_rows} more damaged")
         if n:
             lv = np.array([c.loudness_lufs for c in self.chunks if math.isfinite(c.loudness_lufs)])
             gain = np.array([float(c.meta.get("gain_db", math.nan)) for c in self.chunks])
@@ -236,37 +253,84 @@ def audit_shards(folder: str | Path, base: str | None = None) -> AuditReport:
             rep.prep_report = json.loads(report_json.read_text())
         except (UnicodeDecodeError, ValueError) as e:
             raise UserInputError(f"{report_json}: not readable JSON ({e})") from e
+    # checksums of local files only: a pipe:/http source would be read twice to check them
+    local = base is None or ("://" not in str(base) and not str(base).startswith("pipe:"))
+    verified = recorded = 0
     for split in m.splits:
-        for url in m.shard_urls(split, base or folder):
-            for _, key, files in iter_tar_samples(url):
-                if "flac" not in files:
-                    raise UserInputError(f"{url}: sample {key} has no .flac member")
-                try:
-                    x, rate = sf.read(io.BytesIO(files["flac"]), dtype="float64", always_2d=True)
-                    meta = json.loads(files["json"]) if "json" in files else {}
-                except (sf.LibsndfileError, RuntimeError, ValueError) as e:
-                    raise UserInputError(f"{url}: sample {key} is corrupt ({e})") from e
-                x = x.mean(axis=1)
-                finite = np.isfinite(x)
-                xf = x[finite]
-                try:
-                    lufs = loudness.integrated_loudness(xf, rate)
-                except ValueError:  # shorter than one gating block
-                    lufs = math.nan
-                rep.chunks.append(
-                    ChunkStats(
-                        key=key,
-                        split=split,
-                        rate=int(rate),
-                        seconds=len(x) / rate,
-                        peak=float(np.abs(xf).max()) if xf.size else math.nan,
-                        dc=float(xf.mean()) if xf.size else 0.0,
-                        loudness_lufs=float(lufs),
-                        clip_runs=full_scale_runs(xf),
-                        nonfinite=int(np.count_nonzero(~finite)),
-                        meta=meta,
-                    )
+        infos = m.splits[split].shards
+        for url, info in zip(m.shard_urls(split, base or folder), infos, strict=True):
+            if info.sha256 and local:
+                recorded += 1
+                problem = checksum_problem(Path(url), info)
+                verified += problem is None
+                if problem:
+                    rep.damaged.append(problem)
+            count = _audit_shard(rep, url, split)
+            if count != info.samples:
+                rep.damaged.append(
+                    f"{url}: {count} samples could be read, the manifest lists {info.samples}"
                 )
+    if recorded:
+        rep.checksums = f"{verified} of {recorded} verified"
+    return rep
+
+
+def checksum_problem(path: Path, info: ShardInfo) -> str | None:
+    """A line when the shard at ``path`` is missing or its sha256 is not the manifest's."""
+    sha = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                sha.update(block)
+    except OSError as e:
+        return f"{path}: cannot read it ({e.strerror})"
+    if sha.hexdigest() != info.sha256:
+        return f"{path}: sha256 differs from the manifest's (changed or damaged after prep)"
+    return None
+
+
+def _audit_shard(rep: AuditReport, url: str, split: str) -> int:
+    """Measure every sample of one shard into ``rep``; damage goes to ``rep.damaged``.
+    Returns the number of samples the tar held (readable or not)."""
+    count = 0
+    try:
+        for _, key, files in iter_tar_samples(url):
+            count += 1
+            if "flac" not in files:
+                rep.damaged.append(f"{url}: sample {key} has no .flac member")
+                continue
+            try:
+                x, rate = sf.read(io.BytesIO(files["flac"]), dtype="float64", always_2d=True)
+                meta = json.loads(files["json"]) if "json" in files else {}
+            except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+                rep.damaged.append(f"{url}: sample {key} cannot be decoded ({e})")
+                continue
+            x = x.mean(axis=1)
+            finite = np.isfinite(x)
+            xf = x[finite]
+            try:
+                lufs = loudness.integrated_loudness(xf, rate)
+            except ValueError:  # shorter than one gating block
+                lufs = math.nan
+            rep.chunks.append(
+                ChunkStats(
+                    key=key,
+                    split=split,
+                    rate=int(rate),
+                    seconds=len(x) / rate,
+                    peak=float(np.abs(xf).max()) if xf.size else math.nan,
+                    dc=float(xf.mean()) if xf.size else 0.0,
+                    loudness_lufs=float(lufs),
+                    clip_runs=full_scale_runs(xf),
+                    nonfinite=int(np.count_nonzero(~finite)),
+                    meta=meta,
+                )
+            )
+    except TarFormatError as e:  # the rest of the tar cannot be read
+        rep.damaged.append(str(e))
+    except OSError as e:
+        rep.damaged.append(f"{url}: cannot read it ({e.strerror or e})")
+    return count
     return rep
 
 

@@ -4,6 +4,11 @@ An input is a folder (searched recursively for .wav/.flac/.ogg/.mp3, any letter 
 audio file, or a list file (``.txt``/``.lst``/``.list`` or no extension: one path per
 line, relative to the list file's folder or absolute, ``#`` comments).
 
+Folders are walked following symbolic links (a corpus is often assembled from links), each
+real folder once: a link back to a folder already being walked (a loop) or already walked
+is not entered again. Such folders, and folders that cannot be listed, are returned as
+``skipped`` entries (path, reason), which the report lists.
+
 Each recording gets ``rel``, its path relative to the input root (the folder when a single
 folder is given, else the deepest folder common to all recordings), and ``file_id``,
 ``rel`` with every character outside ``[A-Za-z0-9_-]`` replaced by ``_`` (keys must not
@@ -47,34 +52,94 @@ def header_duration(path: str | os.PathLike) -> float | None:
         return None
 
 
-def _walk(folder: Path) -> list[Path]:
+_RIFF_CHUNKS_MAX = 64  # chunks before "data" we look through (fmt, LIST, fact, bext...)
+
+
+def declared_wav_frames(path: str | os.PathLike) -> int | None:
+    """Frames the RIFF/WAVE header's ``data`` chunk declares, or None when unknown (not a
+    plain RIFF WAVE, no size: a streaming writer's 0 or 0xFFFFFFFF, unreadable).
+
+    libsndfile reports the frames actually on disk for a WAV cut short, so the declared
+    length has to be read here to notice the cut."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = None
+            for _ in range(_RIFF_CHUNKS_MAX):
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return None
+                cid, size = hdr[:4], int.from_bytes(hdr[4:8], "little")
+                if cid == b"fmt ":
+                    fmt = f.read(min(size, 16))
+                    if len(fmt) < 14:
+                        return None
+                    block_align = int.from_bytes(fmt[12:14], "little")
+                    f.seek(size + (size & 1) - len(fmt), 1)
+                elif cid == b"data":
+                    if not block_align or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block_align
+                else:
+                    f.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+    return None
+
+
+def _walk(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
+    """Audio files under ``folder``, following links to folders; each real folder is
+    entered once (loops and second links to a folder are recorded in ``skipped``)."""
     found = []
-    for root, dirs, names in os.walk(folder):
-        dirs.sort()
+    seen = {os.path.realpath(folder): folder}
+
+    def unlistable(e: OSError) -> None:
+        skipped.append((Path(e.filename or folder), f"cannot list folder: {e.strerror}"))
+
+    for root, dirs, names in os.walk(folder, onerror=unlistable, followlinks=True):
+        keep = []
+        for d in sorted(dirs):
+            sub = Path(root) / d
+            real = os.path.realpath(sub)
+            if real in seen:
+                first = seen[real]
+                loop = Path(root).resolve().is_relative_to(real)
+                why = "symbolic link loop" if loop else "same folder as"
+                skipped.append((sub, f"{why} {first} (not entered again)"))
+                continue
+            seen[real] = sub
+            keep.append(d)
+        dirs[:] = keep
         found.extend(Path(root) / n for n in sorted(names) if is_audio_name(n))
     return found
 
 
 def discover_inputs(
     inputs: Sequence[str | os.PathLike],
+    skipped: list[tuple[str, str]] | None = None,
 ) -> tuple[list[Source], list[tuple[str, str, str]]]:
     """Return (recordings sorted by rel, rejected entries as (rel, path, reason)).
 
     Rejected here: list-file entries or explicitly named files that do not exist or have
     an unsupported extension (a folder's non-audio files are simply not picked up).
+    Folders not searched (link loops, a second link to the same folder, unlistable) are
+    appended to ``skipped`` as (path, reason) when a list is given.
     Raises FileNotFoundError for an input argument that does not exist.
     """
     if not inputs:
         raise ValueError("no inputs given")
     found: list[Path] = []
     bad: list[tuple[Path, str]] = []
+    not_walked: list[tuple[Path, str]] = []
     single_folder = None
     if len(inputs) == 1 and Path(inputs[0]).is_dir():
         single_folder = Path(inputs[0]).absolute()
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found.extend(_walk(p))
+            found.extend(_walk(p, not_walked))
         elif p.is_file() and is_audio_name(p):
             found.append(p)
         elif p.is_file() and p.suffix.lower() in LIST_EXTENSIONS:
@@ -117,4 +182,6 @@ def discover_inputs(
             fid = f"{fid}_{hashlib.sha1(s.rel.encode()).hexdigest()[:8]}"
         out.append(Source(s.path, s.rel, fid))
     rejected = sorted((rel(b.absolute()), str(b), why) for b, why in bad)
+    if skipped is not None:
+        skipped.extend((rel(q.absolute()), why) for q, why in not_walked)
     return out, rejected

@@ -60,11 +60,14 @@ def check_shard_name(name: object, split: str, source: str) -> str:
 
 @dataclass
 class ShardInfo:
-    """One tar file: its name inside the shard folder, sample count, audio seconds."""
+    """One tar file: its name inside the shard folder, sample count, audio seconds, and the
+    sha256 (hex) of its bytes as prep wrote them (None in manifests from before it was
+    recorded); ``telucodec-audit`` checks it."""
 
     name: str
     samples: int
     seconds: float
+    sha256: str | None = None
 
 
 @dataclass

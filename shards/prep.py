@@ -19,28 +19,34 @@ sits in memory or goes through a pipe.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import re
 import shutil
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-
-from tqdm import tqdm
 
 from shards import audio, loudness
 from shards.inputs import discover_inputs, header_duration
 from shards.manifest import SPLITS, Manifest, SplitInfo
+from shards.prep_process import kill_pool, terminate_on_sigterm, watch_parent
 from shards.recording import Task, process_recording, read_spool
 from shards.report import FileReport, build_report, format_summary, write_report
 from shards.split import SplitConfig, Splitter
-from shards.writer import DEFAULT_MAX_BYTES, DEFAULT_MAX_SAMPLES, ShardSetWriter, prepare_out_dir
+from shards.writer import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_SAMPLES,
+    ShardSetWriter,
+    environment_errors,
+    prepare_out_dir,
+)
+from telucodec.progress import progress as progress_bar
 
 log = logging.getLogger("shards.prep")
 
@@ -148,7 +154,8 @@ class PrepConfig:
 _worker_state: dict = {}
 
 
-def _init_worker(config: PrepConfig, splitter: Splitter, counter) -> None:
+def _init_worker(config: PrepConfig, splitter: Splitter, counter, parent_pid: int) -> None:
+    watch_parent(parent_pid)  # a killed prep must not leave its workers running
     _worker_state.update(config=config, splitter=splitter, counter=counter)
 
 
@@ -191,16 +198,30 @@ def prep_corpus(
 
     Bad recordings are logged (one line naming the file and reason), skipped and listed
     in the report. Raises :class:`PrepError` for unusable arguments or when nothing at all
-    could be kept (the report is still written then, the manifest is not).
+    could be kept (the report is still written then, the manifest is not), and
+    :class:`telucodec.errors.EnvironmentFault` (naming the path) when the machine refuses a
+    write (no space, permission denied, read-only folder): the run stops there, with no
+    manifest, instead of marking good recordings as rejected.
+
+    A ``file`` split that would leave one side empty because all recordings form one group
+    (one long recording, say) holds out time instead, as ``--split time`` does (see
+    :func:`usable_split`); a split still left without validation data is said in the log and
+    the report (``split_warning``), since training cannot run without it.
     """
     config = config or PrepConfig()
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     out_dir = Path(out_dir)
+    skipped: list[tuple[str, str]] = []
     try:
-        sources, bad_inputs = discover_inputs(inputs)
+        sources, bad_inputs = discover_inputs(inputs, skipped)
     except (FileNotFoundError, ValueError) as e:
         raise PrepError(str(e)) from e
+    for path, why in skipped:
+        log.warning("not searched: %s: %s", path, why)
+    config, split_note = usable_split(config, sources)
+    if split_note:
+        log.warning("%s", split_note)
     splitter = Splitter(config.split)
     for entry in splitter.unmatched_list_entries([s.rel for s in sources]):
         log.warning("val list entry %r matches no input recording", entry)
@@ -211,7 +232,8 @@ def prep_corpus(
     except (FileExistsError, NotADirectoryError) as e:
         raise PrepError(str(e)) from e
     spool_dir = out_dir / SPOOL_DIR
-    spool_dir.mkdir()
+    with environment_errors(spool_dir, "creating the spool folder"):
+        spool_dir.mkdir()
 
     files: list[FileReport] = []
     for rel, path, reason in bad_inputs:
@@ -222,13 +244,12 @@ def prep_corpus(
 
     tasks = [Task(i, s, str(spool_dir / f"{i:08d}.spool")) for i, s in enumerate(sources)]
     total_hours = sum(header_duration(s.path) or 0.0 for s in sources) / 3600
-    bar = tqdm(
-        total=total_hours,
-        unit="h",
-        desc="prep",
+    bar = progress_bar(
+        total_hours,
+        "prep",
+        "h",
         disable=not progress,
-        # in a log file (SLURM, CI) one line every 10 s instead of one per block
-        mininterval=0.1 if sys.stderr.isatty() else 10.0,
+        fmt="{:.2f}",
         bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total:.2f} h [{elapsed}<{remaining}]",
     )
     writers = {
@@ -239,24 +260,22 @@ def prep_corpus(
     }
     level_stats: dict[str, list] = {"before": [], "after": [], "guard": []}
     try:
-        for rep in _results(tasks, config, splitter, bar):
-            if rep.status == "rejected":
-                log.warning("rejected %s: %s", rep.source, rep.reason)
-            elif rep.note:
-                # Silence is worth a warning (a dead microphone?); a clip shorter than the
-                # minimum is policy, listed in the report but not shouted about.
-                level = logging.WARNING if rep.chunks_silence else logging.INFO
-                log.log(level, "nothing kept from %s: %s", rep.source, rep.note)
-            if rep.spool:
-                for key, flac, meta, dur in read_spool(rep.spool):
-                    writers[meta["split"]].write(key, flac, meta, dur)
-                    level_stats["before"].append(meta["loudness_before_lufs"])
-                    level_stats["after"].append(meta["loudness_after_lufs"])
-                    level_stats["guard"].append(meta["peak_guard"])
-                Path(rep.spool).unlink()
-                rep.spool = None
-            files.append(rep)
-        shards = {s: w.close() for s, w in writers.items()}
+        with (
+            terminate_on_sigterm(),
+            contextlib.closing(_results(tasks, config, splitter, bar)) as results,
+        ):
+            for rep in results:
+                _log_file(rep)
+                if rep.spool:
+                    for key, flac, meta, dur in read_spool(rep.spool):
+                        writers[meta["split"]].write(key, flac, meta, dur)
+                        level_stats["before"].append(meta["loudness_before_lufs"])
+                        level_stats["after"].append(meta["loudness_after_lufs"])
+                        level_stats["guard"].append(meta["peak_guard"])
+                    Path(rep.spool).unlink()
+                    rep.spool = None
+                files.append(rep)
+            shards = {s: w.close() for s, w in writers.items()}
     except BaseException:
         for w in writers.values():
             w.abort()
@@ -266,8 +285,13 @@ def prep_corpus(
         shutil.rmtree(spool_dir, ignore_errors=True)
 
     files.sort(key=lambda r: r.source)
-    report = build_report(files, level_stats, config)
-    write_report(out_dir, report)
+    report = build_report(files, level_stats, config, skipped)
+    report["split_note"] = split_note
+    report["split_warning"] = split_warning({s: len(shards[s]) for s in SPLITS}, config)
+    if report["split_warning"] and any(shards.values()):
+        log.warning("%s", report["split_warning"])
+    with environment_errors(out_dir, "writing the report"):
+        write_report(out_dir, report)
     if not any(info for info in shards.values()):
         raise PrepError(
             f"nothing usable in the input: no chunk was kept (see {out_dir / 'report.md'})"
@@ -280,11 +304,77 @@ def prep_corpus(
         splits={s: SplitInfo(shards[s]) for s in SPLITS},
         prep_config=config.to_dict(),
     )
-    manifest.save(out_dir)  # last: its presence means the shard set is complete
+    with environment_errors(out_dir / "manifest.json", "writing the manifest"):
+        manifest.save(out_dir)  # last: its presence means the shard set is complete
     return PrepResult(out_dir=out_dir, manifest=manifest, report=report, files=files)
 
 
-def _results(tasks: list[Task], config: PrepConfig, splitter: Splitter, bar: tqdm):
+def _log_file(rep: FileReport) -> None:
+    """One line for a recording worth a word: rejected, nothing kept, length off."""
+    if rep.status == "rejected":
+        log.warning("rejected %s: %s", rep.source, rep.reason)
+        return
+    if rep.note:
+        # Silence is worth a warning (a dead microphone?); a clip shorter than the
+        # minimum is policy, listed in the report but not shouted about.
+        level = logging.WARNING if rep.chunks_silence else logging.INFO
+        log.log(level, "nothing kept from %s: %s", rep.source, rep.note)
+    if rep.warning:
+        log.warning("%s: %s", rep.source, rep.warning)
+
+
+def usable_split(config: PrepConfig, sources: list) -> tuple[PrepConfig, str | None]:
+    """``config`` with a split that can give both sides data, and a note when it changed.
+
+    A ``file`` split (``val_fraction > 0``) whose recordings all share one group key (one
+    long recording; one speaker with ``--group-regex``) sends everything to one side. Then
+    the last ``min(val_seconds, max(chunk_seconds, val_fraction x mean duration))`` seconds
+    of each recording are held out after the configured gap, as ``--split time`` does
+    (recordings too short for that stay whole in training; when all are, the split is left
+    as it was, and :func:`split_warning` says what came out empty).
+    """
+    s = config.split
+    if s.mode != "file" or s.val_fraction <= 0 or not sources:
+        return config, None
+    splitter = Splitter(s)
+    if len({splitter.group_key(src.rel) for src in sources}) > 1:
+        return config, None
+    durations = [header_duration(src.path) or 0.0 for src in sources]
+    mean = sum(durations) / len(durations)
+    val = min(s.val_seconds, max(config.chunk_seconds, s.val_fraction * mean))
+    if max(durations) <= val + s.gap_seconds:  # too short to hold anything out
+        return config, None
+    timed = replace(s, mode="time", val_seconds=round(val, 3))
+    note = (
+        f"all {len(sources)} recording(s) form one group, so a file split would leave one side "
+        f"empty: holding out the last {timed.val_seconds:g} s of each recording as validation "
+        f"after a {s.gap_seconds:g} s gap instead (as --split time --val-seconds "
+        f"{timed.val_seconds:g})"
+    )
+    return replace(config, split=timed), note
+
+
+def split_warning(shard_counts: dict[str, int], config: PrepConfig) -> str | None:
+    """A line saying which split came out empty and how to fix it, or None."""
+    empty = [s for s in SPLITS if shard_counts.get(s, 0) == 0]
+    if not empty or len(empty) == len(SPLITS):
+        return None
+    s = config.split
+    if "val" in empty:
+        how = (
+            "recordings too short to hold out --val-seconds plus --gap-seconds: lower them"
+            if s.mode == "time"
+            else "use --split time --val-seconds N (few long recordings), a larger "
+            "--val-fraction, or --val-list"
+        )
+        return f"the val split is empty: training validates on it and will refuse it ({how})"
+    return (
+        "the train split is empty: every recording went to validation "
+        "(lower --val-fraction, or use --split time)"
+    )
+
+
+def _results(tasks: list[Task], config: PrepConfig, splitter: Splitter, bar):
     """FileReports in input order, from a process pool or (one worker/file) in-process."""
     workers = min(config.num_workers, len(tasks))
     if workers <= 1:
@@ -300,29 +390,36 @@ def _results(tasks: list[Task], config: PrepConfig, splitter: Splitter, bar: tqd
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["shards.prep"])  # workers fork with the imports done
     counter = ctx.Value("d", 0.0)
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(config, splitter, counter)
-    ) as pool:
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(config, splitter, counter, os.getpid()),
+    )
+    finished = False
+    try:
         # All tasks are submitted up front (they are tiny); results are taken in input
         # order, which is what makes the output independent of the worker count.
         futures = [pool.submit(_run_task, t) for t in tasks]
-        try:
-            for task, fut in zip(tasks, futures, strict=True):
-                while True:
-                    try:
-                        rep = fut.result(timeout=0.5)
-                        break
-                    except FuturesTimeout:
-                        bar.n = counter.value / 3600
-                        bar.refresh()
-                    except BrokenProcessPool as e:
-                        raise PrepError(
-                            f"a worker process died (last waiting on {task.source.rel}); "
-                            "rerun with --workers 1 to find the file that crashes the decoder"
-                        ) from e
-                bar.n = counter.value / 3600
-                bar.refresh()
-                yield rep
-        finally:
-            for fut in futures:
-                fut.cancel()
+        for task, fut in zip(tasks, futures, strict=True):
+            while True:
+                try:
+                    rep = fut.result(timeout=0.5)
+                    break
+                except FuturesTimeout:
+                    bar.n = counter.value / 3600
+                    bar.refresh()
+                except BrokenProcessPool as e:
+                    raise PrepError(
+                        f"a worker process died (last waiting on {task.source.rel}); "
+                        "rerun with --workers 1 to find the file that crashes the decoder"
+                    ) from e
+            bar.n = counter.value / 3600
+            bar.refresh()
+            yield rep
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:  # an error, a signal or the consumer stopped: do not wait for recordings
+            kill_pool(pool)

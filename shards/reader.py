@@ -17,6 +17,16 @@ Short chunks are padded, not skipped
     ``crops_per_chunk`` crops, so how many batches an epoch holds is known from the
     manifest alone: that is what lets a resume skip whole shards without opening them.
 
+Damaged samples are skipped, up to a share
+    A sample whose FLAC does not decode, or the rest of a tar that is corrupt or cut short,
+    is skipped, logged once with its shard and key, and counted (``skipped_samples`` in each
+    batch); the stream stops with :class:`shards.reader_io.TooManyBadSamples` once a reader
+    has met more than ``max_bad_fraction`` of the split's samples. So a resumed run does not
+    die at the same sample again. A skipped chunk's crops are taken from the next good chunk
+    of the same shuffle block (offsets drawn from the same random numbers), so every chunk
+    still yields ``crops_per_chunk`` crops and the stream stays a function of its arguments
+    (the resume guarantee); the shard set's own damage is what ``telucodec-audit`` reports.
+
 Validation (:func:`iter_validation`)
     Every chunk of the ``val`` split, whole, in the same order every time (shards in manifest
     order, samples in tar order), optionally bounded by a count or a number of seconds.
@@ -38,7 +48,15 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shards.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
-from shards.reader_io import FlacChunk, iter_tar_samples
+from shards.reader_io import (
+    DEFAULT_MAX_BAD_FRACTION,
+    BadSample,
+    BadSampleLog,
+    FlacChunk,
+    Hole,
+    iter_tar_samples,
+    stand_in,
+)
 from shards.reader_plan import (
     MAX_EMPTY_EPOCHS,
     EpochPlanner,
@@ -47,6 +65,7 @@ from shards.reader_plan import (
     logical_worker,
     worker_batches_before,
 )
+from shards.tarwalk import TarFormatError
 from telucodec.errors import ArgumentError
 
 
@@ -73,11 +92,14 @@ class TrainStream(IterableDataset):
         chunks, plus the decoded ones with crops still to come).
     interleave: virtual shards a worker reads at once (their samples are interleaved).
     sample_rate: if given, every decoded chunk must have this rate (error names the key).
+    max_bad_fraction: share of the split's samples that may be undecodable before the stream
+        stops (see "Damaged samples" in the module docstring; 0 = stop at the first).
 
     Each batch is ``dict(audio=FloatTensor[B, 1, T], lengths=list[int] (real samples per
     row; the rest is zero padding; ``T`` unless the chunk was shorter), keys=list[str]
     (sample keys), offsets=list[int] (crop start in the chunk, samples), epochs=list[int]
-    (epoch of the slot's stream each crop belongs to))``. A loss mask, when wanted, is
+    (epoch of the slot's stream each crop belongs to), skipped_samples=int (distinct bad
+    samples this DataLoader worker has met so far), worker=int (its id; 0 without workers))``. A loss mask, when wanted, is
     ``torch.arange(T) < torch.tensor(lengths)[:, None]``.
 
     Iterate the stream once per run: a new iterator (e.g. a new ``iter(loader)``, also with
@@ -106,8 +128,11 @@ class TrainStream(IterableDataset):
         shuffle_block: int = 64,
         interleave: int = 4,
         sample_rate: int | None = None,
+        max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
     ):
         super().__init__()
+        if not 0.0 <= max_bad_fraction < 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1), got {max_bad_fraction!r}")
         if len(urls) != len(samples_per_shard):
             raise ValueError(
                 f"got {len(urls)} urls but {len(samples_per_shard)} samples_per_shard entries"
@@ -143,6 +168,7 @@ class TrainStream(IterableDataset):
         self.shuffle_block = shuffle_block
         self.interleave = interleave
         self.sample_rate = sample_rate
+        self.max_bad_fraction = max_bad_fraction
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -167,9 +193,12 @@ class TrainStream(IterableDataset):
         )
         slot = self.rank * k + role
         first = worker_batches_before(self.start_step, role, k) * self.batch_size
-        return self._batches(self._crops(planner, slot, first))
+        bad = BadSampleLog(sum(self.samples_per_shard), self.max_bad_fraction)
+        return self._batches(self._crops(planner, slot, first, bad), bad, worker)
 
-    def _batches(self, crops: Iterator[tuple[FlacChunk, int, int]]) -> Iterator[dict]:
+    def _batches(
+        self, crops: Iterator[tuple[FlacChunk, int, int]], bad: BadSampleLog, worker: int
+    ) -> Iterator[dict]:
         b, t = self.batch_size, self.segment_samples
         while True:
             audio = np.zeros((b, 1, t), dtype=np.float32)
@@ -188,10 +217,12 @@ class TrainStream(IterableDataset):
                 "keys": keys,
                 "offsets": offsets,
                 "epochs": epochs,
+                "skipped_samples": bad.count,
+                "worker": worker,
             }
 
     def _crops(
-        self, planner: EpochPlanner, slot: int, first: int
+        self, planner: EpochPlanner, slot: int, first: int, bad: BadSampleLog
     ) -> Iterator[tuple[FlacChunk, int, int]]:
         """(chunk, offset, epoch) for each crop of the slot's stream from crop ``first`` on."""
         c, s, t = self.crops_per_chunk, self.shuffle_block, self.segment_samples
@@ -208,11 +239,14 @@ class TrainStream(IterableDataset):
             with contextlib.closing(self._read_samples(members, labels, block * s)) as samples:
                 for b in range(block, math.ceil(n / s)):
                     m = min(s, n - b * s)
-                    chunks = [next(samples) for _ in range(m)]
+                    chunks: list[FlacChunk | Hole] = [next(samples) for _ in range(m)]
+                    for ch in chunks:
+                        if isinstance(ch, Hole):
+                            bad.record(ch)
                     order, u = block_crop_order(self.seed, planner.slots, slot, epoch, b, m, c)
                     order = order[skip:]
                     skip = 0
-                    frames = np.array([ch.frames for ch in chunks])
+                    frames = np.array([getattr(ch, "frames", 1) for ch in chunks])
                     # offset = floor(u * (frames - T + 1)); chunks no longer than T start at 0
                     offsets = (u * np.maximum(frames - t + 1, 1)[:, None]).astype(np.int64)
                     order = order.tolist()
@@ -222,12 +256,22 @@ class TrainStream(IterableDataset):
                     left = [len(offs) for offs in need]
                     for i, k in order:
                         chunk = chunks[i]
-                        if left[i] == len(need[i]):  # first crop of this chunk: decode once
-                            chunk.prepare(need[i], t)
-                        yield chunk, int(offsets[i, k]), epoch
+                        first_crop = left[i] == len(need[i])
                         left[i] -= 1
-                        if left[i] == 0:
-                            chunks[i] = None  # free the chunk and its decoded audio
+                        if first_crop and isinstance(chunk, FlacChunk):  # decode once
+                            try:
+                                chunk.prepare(need[i], t)
+                            except BadSample as e:
+                                chunk = chunks[i] = Hole(e.url, -1, e.key, e.reason)
+                                bad.record(chunk)
+                        if isinstance(chunk, FlacChunk):
+                            yield chunk, int(offsets[i, k]), epoch
+                            if left[i] == 0:
+                                chunk.release()  # free its decoded audio
+                            continue
+                        sub = stand_in(chunks, i, bad)
+                        if sub is not None:  # same random draw, on the stand-in's length
+                            yield sub, int(u[i, k] * max(sub.frames - t + 1, 1)), epoch
             epoch += 1
             pos = 0
 
@@ -252,22 +296,36 @@ class TrainStream(IterableDataset):
             for it in open_.values():
                 it.close()
 
-    def _read_virtual(self, vs: VirtualShard, skip: int) -> Iterator[FlacChunk]:
+    def _read_virtual(self, vs: VirtualShard, skip: int) -> Iterator[FlacChunk | Hole]:
+        """The virtual shard's samples from its ``skip``-th on; a :class:`Hole` for each
+        one that cannot be had (undecodable, or lost to a corrupt or truncated tar)."""
         url = self.urls[vs.shard]
         first = vs.tar_index(skip)
+        k = skip  # the virtual shard's sample to come
 
         def want(j: int) -> bool:
             return j >= first and j % vs.parts == vs.part
 
-        with contextlib.closing(iter_tar_samples(url, want, suffixes=("flac",))) as it:
-            for _, key, files in it:
-                if "flac" not in files:
-                    raise ValueError(f"{url}: sample {key} has no .flac member")
-                yield FlacChunk(key, url, files["flac"], self.sample_rate)
-        raise ValueError(
-            f"{url}: the tar ends before the {self.samples_per_shard[vs.shard]} samples the "
-            "manifest lists for it (truncated shard or wrong manifest?)"
-        )
+        try:
+            with contextlib.closing(iter_tar_samples(url, want, suffixes=("flac",))) as it:
+                for index, key, files in it:
+                    k += 1
+                    if "flac" not in files:
+                        yield Hole(url, index, key, "has no .flac member")
+                        continue
+                    try:
+                        yield FlacChunk(key, url, files["flac"], self.sample_rate)
+                    except BadSample as e:
+                        yield Hole(url, index, key, e.reason)
+            reason = (
+                f"the tar ends before the {self.samples_per_shard[vs.shard]} samples the "
+                "manifest lists for it (truncated shard or wrong manifest?)"
+            )
+        except TarFormatError as e:  # the rest of this tar cannot be reached
+            reason = str(e).removeprefix(f"{url}: ")
+        while True:  # the reader asks for no more than the plan holds
+            yield Hole(url, vs.tar_index(k), None, reason)
+            k += 1
 
 
 def resolve_shards(
@@ -313,6 +371,7 @@ def make_train_loader(
     shuffle_block: int = 64,
     interleave: int = 4,
     sample_rate: int | None = None,
+    max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
     pin_memory: bool = False,
     prefetch_factor: int = 4,
     persistent_workers: bool = False,
@@ -356,6 +415,7 @@ def make_train_loader(
         shuffle_block=shuffle_block,
         interleave=interleave,
         sample_rate=manifest.sample_rate,
+        max_bad_fraction=max_bad_fraction,
     )
     extra = {}
     if num_workers > 0:

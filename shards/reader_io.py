@@ -13,15 +13,24 @@ sample costs a header parse (a seek on local files).
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 from webdataset.gopen import gopen
 from webdataset.tariterators import base_plus_ext
 
-from shards.tarwalk import TarWalk
+from shards.tarwalk import TarFormatError, TarWalk
+from telucodec.errors import UserInputError
+
+log = logging.getLogger("shards.reader")
+
+# Share of a split's samples (manifest count) that may be undecodable before the training
+# stream stops: one truncated 256-sample shard in a 100k-sample set is 0.26%.
+DEFAULT_MAX_BAD_FRACTION = 0.01
 
 # Statuses of a `pipe:` command we closed before it finished writing (SIGPIPE: 141 from a
 # shell, -13 when the shell exec'd the command). Closing early is how we stop reading a shard.
@@ -59,7 +68,7 @@ def iter_tar_samples(
             suffix = suffix.lower()
             if suffix in suffixes and (want is None or want(index)):
                 if suffix in files:
-                    raise ValueError(f"{url}: duplicate member {name}")
+                    raise TarFormatError(f"{url}: duplicate member {name}")
                 files[suffix] = member.read()
         if key is not None and (want is None or want(index)):
             yield index, key, files
@@ -84,6 +93,66 @@ def flac_streaminfo(data: bytes) -> tuple[int, int, int] | None:
     return bits >> 44, ((bits >> 41) & 0x7) + 1, bits & ((1 << 36) - 1)
 
 
+class BadSample(ValueError):
+    """One stored sample that cannot be used: its FLAC does not decode, it is not mono, or it
+    holds no audio. ``reason`` is the part after the shard and key."""
+
+    def __init__(self, url: str, key: str, reason: str):
+        self.url, self.key, self.reason = url, key, reason
+        super().__init__(f"{url}: sample {key} {reason}")
+
+
+class TooManyBadSamples(UserInputError, ValueError):
+    """More of a shard set is undecodable than ``max_bad_fraction`` allows."""
+
+
+@dataclass(frozen=True)
+class Hole:
+    """Where a sample of the read plan could not be had: a corrupt or truncated tar (``key``
+    None when the tar ended before it), or an undecodable FLAC. ``index``: position in the
+    tar (-1 if unknown)."""
+
+    url: str
+    index: int
+    key: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        if self.key is not None:
+            return f"{self.url}: sample {self.key} {self.reason}"
+        return f"{self.url}: {self.reason} (sample #{self.index} of the tar)"
+
+    @property
+    def ident(self) -> tuple[str, str | int]:
+        return self.url, self.key if self.key is not None else self.index
+
+
+class BadSampleLog:
+    """Counts the distinct bad samples one reader met (each logged once, naming shard and key)
+    and stops the stream with :class:`TooManyBadSamples` once they exceed ``max_fraction``
+    of ``total`` (the split's samples in the manifest). 0 stops at the first one."""
+
+    def __init__(self, total: int, max_fraction: float = DEFAULT_MAX_BAD_FRACTION):
+        self.total, self.max_fraction = total, max_fraction
+        self._seen: set[tuple[str, str | int]] = set()
+
+    @property
+    def count(self) -> int:
+        return len(self._seen)
+
+    def record(self, hole: Hole) -> None:
+        if hole.ident in self._seen:
+            return
+        self._seen.add(hole.ident)
+        if self.count > self.max_fraction * self.total:
+            raise TooManyBadSamples(
+                f"{hole}; {self.count} bad samples met, more than "
+                f"data.max_bad_sample_fraction={self.max_fraction:g} of the {self.total} in "
+                "the manifest: the shard set is damaged (check it with telucodec-audit)"
+            )
+        log.warning("skipping a bad sample: %s (%d so far)", hole, self.count)
+
+
 # Merge crop spans closer than this (samples): a libsndfile FLAC seek costs about one
 # 4096-sample frame of decoding, so reading through a smaller gap is cheaper than seeking.
 MERGE_GAP = 4096
@@ -99,6 +168,8 @@ class FlacChunk:
     """
 
     __slots__ = ("key", "url", "data", "frames", "_spans")
+    # errors of the stored bytes raise BadSample (a ValueError naming shard and key); a chunk
+    # at another rate than the shard set raises plain ValueError: a wrong set, not damage
 
     def __init__(self, key: str, url: str, data: bytes, sample_rate: int | None):
         self.key, self.url, self.data = key, url, data
@@ -123,8 +194,12 @@ class FlacChunk:
         if self.frames <= 0:
             raise self._error("holds no audio")
 
-    def _error(self, what: str) -> ValueError:
-        return ValueError(f"{self.url}: sample {self.key} {what}")
+    def _error(self, what: str) -> BadSample:
+        return BadSample(self.url, self.key, what)
+
+    def release(self) -> None:
+        """Drop the decoded audio (the FLAC bytes stay; a later read decodes again)."""
+        self._spans = []
 
     def decode_all(self) -> np.ndarray:
         """The whole chunk, float32 [frames], cached."""
@@ -174,3 +249,21 @@ class FlacChunk:
                 return count
         self.prepare([offset], count)
         return self.read(offset, count, out)
+
+
+def stand_in(chunks: list, i: int, bad: BadSampleLog) -> FlacChunk | None:
+    """The first chunk after ``i`` (cyclically) in the block that decodes whole, to give
+    the crops of bad chunk ``i``; None if there is none. Tried in a fixed order and judged
+    by decoding only, never by what was met before, so a resumed stream picks the same."""
+    m = len(chunks)
+    for d in range(1, m):
+        ch = chunks[(i + d) % m]
+        if not isinstance(ch, FlacChunk):
+            continue
+        try:
+            ch.decode_all()
+        except BadSample as e:
+            bad.record(Hole(e.url, -1, e.key, e.reason))
+            continue
+        return ch
+    return None

@@ -24,9 +24,10 @@ import soundfile as sf
 from shards import audio, loudness
 from shards.audit import full_scale_runs
 from shards.chunking import CHUNK, SHORT_TAIL, SPLIT_GAP, cut
-from shards.inputs import Source, header_duration
+from shards.inputs import Source, declared_wav_frames, header_duration
 from shards.report import CATEGORIES, FileReport
 from shards.split import Splitter
+from telucodec.errors import environment_fault, is_environment_error
 
 if TYPE_CHECKING:  # only a type here; prep imports this module
     from shards.prep import PrepConfig
@@ -90,6 +91,14 @@ def process_recording(
 
     Returns its :class:`FileReport`. Never raises for bad audio: a recording that fails
     (even midway) is reported as rejected with all its seconds, and its spool is removed.
+    Raises :class:`telucodec.errors.EnvironmentFault` (naming the spool file) when the
+    machine refuses the spool write (no space, permission denied, read-only folder): that
+    is no fault of the recording, and the run must stop rather than reject good audio.
+
+    The recording's ``duration_s`` is what was decoded, not what the header says: MP3
+    headers estimate their length (decoded MP3 is often a few ms shorter), and a WAV cut
+    short on disk still declares its full length. A difference is kept in
+    ``header_duration_s``, and one worth a look (:func:`length_warning`) in ``warning``.
     """
     src = task.source
     rep = FileReport(source=src.rel, file_id=src.file_id)
@@ -189,12 +198,25 @@ def process_recording(
         Path(task.spool).unlink(missing_ok=True)
         rep.reject(e.reason, info.duration_s)
         return rep
+    except OSError as e:
+        Path(task.spool).unlink(missing_ok=True)
+        if is_environment_error(e):  # input reads fail as AudioError: this is the spool
+            raise environment_fault(e, task.spool, "writing the spool file") from e
+        rep.reject(f"processing failed: {type(e).__name__}: {e}", info.duration_s)
+        return rep
     except Exception as e:  # a bug or an exotic decoder failure: still only this file
         Path(task.spool).unlink(missing_ok=True)
         rep.reject(f"processing failed: {type(e).__name__}: {e}", info.duration_s)
         return rep
     rep.seconds.update(sec)
     rep.spool = task.spool
+    # every category above ends where decoding ended: that is the recording's length
+    rep.duration_s = frames_read / info.sample_rate
+    declared = declared_wav_frames(src.path) if info.format == "WAV" else None
+    stated = max(info.frames, declared or 0)
+    if stated != frames_read:
+        rep.header_duration_s = stated / info.sample_rate
+        rep.warning = length_warning(stated, frames_read, info.sample_rate)
     if rep.chunks_kept == 0:
         Path(task.spool).unlink(missing_ok=True)
         rep.spool = None
@@ -203,6 +225,25 @@ def process_recording(
         else:
             rep.note = f"shorter than min_chunk_seconds={config.min_chunk_seconds}"
     return rep
+
+
+# A decoded length this far from the header's is worth a warning; smaller differences (an
+# MP3 decoder's padding, a few ms) are only recorded in ``header_duration_s``.
+LENGTH_WARN_SECONDS = 0.1
+LENGTH_WARN_SHARE = 0.01
+
+
+def length_warning(stated_frames: int, decoded_frames: int, rate: int) -> str | None:
+    """A one-line note when the header's length (frames) and the decoded one differ by more
+    than ``LENGTH_WARN_SECONDS`` and ``LENGTH_WARN_SHARE`` of the file, else None."""
+    diff = abs(stated_frames - decoded_frames) / rate
+    if diff <= LENGTH_WARN_SECONDS or diff <= LENGTH_WARN_SHARE * stated_frames / rate:
+        return None
+    what = "truncated or damaged file?" if decoded_frames < stated_frames else "bad header?"
+    return (
+        f"header says {stated_frames / rate:.3f} s but {decoded_frames / rate:.3f} s of audio "
+        f"were decoded ({what}); counted as {decoded_frames / rate:.3f} s"
+    )
 
 
 def read_spool(path: str | os.PathLike):

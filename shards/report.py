@@ -8,6 +8,12 @@ Every second of every input lands in exactly one category (source seconds):
     split_gap              the gap before the held-out tail (time split)
     rejected               whole recordings that could not be used (reason listed);
                            duration "unknown" when even the header is unreadable
+
+A recording's seconds are those decoded, which is what the categories split: an MP3 header
+only estimates the length, and a WAV cut short on disk declares more than it holds. Where
+the header said otherwise, ``header_duration_s`` keeps its figure and a difference worth a
+look is listed under ``length_warnings``. Folders the input search did not enter (link
+loops, unlistable) are listed under ``skipped``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ class FileReport:
     status: str = "ok"
     reason: str | None = None
     note: str | None = None
-    duration_s: float | None = None
+    duration_s: float | None = None  # decoded seconds (header's for a rejected file)
+    header_duration_s: float | None = None  # set when the header states another length
+    warning: str | None = None  # e.g. a truncated file: kept, but worth a look
     orig_rate: int | None = None
     orig_channels: int | None = None
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0.0))
@@ -72,9 +80,15 @@ def _distribution(values: list[float]) -> dict | None:
     }
 
 
-def build_report(files: list[FileReport], level_stats: dict[str, list], config) -> dict:
+def build_report(
+    files: list[FileReport],
+    level_stats: dict[str, list],
+    config,
+    skipped: list[tuple[str, str]] | None = None,
+) -> dict:
     """files: per-recording reports; level_stats: ``before``/``after`` loudness (LUFS) and
-    ``guard`` flags of every kept chunk; config: the PrepConfig."""
+    ``guard`` flags of every kept chunk; config: the PrepConfig; skipped: (path, reason) of
+    folders the input search did not enter."""
     totals = dict.fromkeys(CATEGORIES, 0.0)
     for f in files:
         for k in CATEGORIES:
@@ -106,6 +120,12 @@ def build_report(files: list[FileReport], level_stats: dict[str, list], config) 
         "nothing_kept": [
             {"source": f.source, "reason": f.note} for f in files if f.status == "ok" and f.note
         ],
+        "length_warnings": [
+            {"source": f.source, "warning": f.warning}
+            for f in files
+            if f.status == "ok" and f.warning
+        ],
+        "skipped": [{"path": p, "reason": why} for p, why in (skipped or [])],
         "files": [f.to_json() for f in files],
     }
 
@@ -138,6 +158,9 @@ def format_summary(report: dict, max_listed: int = 10) -> str:
         )
     listed = [f"  rejected {r['source']}: {r['reason']}" for r in report["rejected"]]
     listed += [f"  nothing kept from {r['source']}: {r['reason']}" for r in report["nothing_kept"]]
+    listed += [f"  length of {r['source']}: {r['warning']}" for r in report["length_warnings"]]
+    listed += [f"  skipped folder {r['path']}: {r['reason']}" for r in report["skipped"]]
+    lines += [f"split: {report[k]}" for k in ("split_note", "split_warning") if report.get(k)]
     lines += listed[:max_listed]
     if len(listed) > max_listed:
         lines.append(f"  ... and {len(listed) - max_listed} more (see report.md)")
@@ -171,6 +194,9 @@ def to_markdown(report: dict) -> str:
     unknown = report["input"]["files_with_unknown_duration"]
     if unknown:
         out.append(f"| rejected, duration unknown | {len(unknown)} files | |")
+    for key in ("split_note", "split_warning"):  # set by prep once the shards are written
+        if report.get(key):
+            out += ["", f"**Split:** {report[key]}."]
     out += [
         "",
         f"Chunks kept: {c['kept']}; dropped as silence: {c['silence']}; "
@@ -191,6 +217,14 @@ def to_markdown(report: dict) -> str:
     if report["nothing_kept"]:
         out += ["## Nothing kept", "", "| file | reason |", "|---|---|"]
         out += [f"| {r['source']} | {r['reason']} |" for r in report["nothing_kept"]]
+        out.append("")
+    if report["length_warnings"]:
+        out += ["## Length differs from the header", "", "| file | note |", "|---|---|"]
+        out += [f"| {r['source']} | {r['warning']} |" for r in report["length_warnings"]]
+        out.append("")
+    if report["skipped"]:
+        out += ["## Folders not searched", "", "| folder | reason |", "|---|---|"]
+        out += [f"| {r['path']} | {r['reason']} |" for r in report["skipped"]]
         out.append("")
     out += [
         "## Per file",

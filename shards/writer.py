@@ -7,22 +7,57 @@ and at most one hidden temporary file, never a truncated ``*.tar`` that a reader
 take for a good one (and no ``manifest.json``, which prep writes last).
 
 Tar headers carry a fixed mtime and owner, so the same samples give byte-identical shards.
+Each shard's sha256 is computed from the bytes as they are written (no second read) and
+recorded in its :class:`ShardInfo`, so ``telucodec-audit`` can tell a shard damaged later.
+
+A write the machine refuses (no space, permission denied, read-only folder) raises
+:class:`telucodec.errors.EnvironmentFault` naming the shard file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 from shards.manifest import MANIFEST_NAME, ShardInfo
+from telucodec.errors import environment_fault, is_environment_error
 
 DEFAULT_MAX_SAMPLES = 256  # 10 s chunks: ~43 min of audio, ~100 MB of 24-bit FLAC a shard
 DEFAULT_MAX_BYTES = 512 * 2**20
 _TAR_BLOCK = 512
+
+
+@contextlib.contextmanager
+def environment_errors(path: str | os.PathLike, doing: str) -> Iterator[None]:
+    """Turn an OSError the machine is at fault for into an EnvironmentFault naming
+    ``path``; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if is_environment_error(e):
+            raise environment_fault(e, path, doing) from e
+        raise
+
+
+class _HashingFile:
+    """Write-only file wrapper that hashes (sha256) what goes through it."""
+
+    def __init__(self, f):
+        self.f, self.sha = f, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def _tar_member_bytes(payload: int) -> int:
@@ -57,6 +92,7 @@ class ShardSetWriter:
         self.max_bytes = max_bytes
         self.shards: list[ShardInfo] = []
         self._file = None
+        self._hashing: _HashingFile | None = None
         self._tar = None  # webdataset.TarWriter
         self._tmp: Path | None = None
         self._count = 0
@@ -93,7 +129,8 @@ class ShardSetWriter:
             self._finish_shard()
         if self._tar is None:
             self._open_shard()
-        self._tar.write({"__key__": key, "flac": flac, "json": meta_bytes})
+        with environment_errors(self._tmp, "writing shard"):
+            self._tar.write({"__key__": key, "flac": flac, "json": meta_bytes})
         self._count += 1
         self._bytes += size
         self._seconds += seconds
@@ -110,11 +147,12 @@ class ShardSetWriter:
         """Drop the unfinished shard; shards already renamed stay."""
         if self._tar is not None:
             try:
-                self._tar.close()
+                with contextlib.suppress(OSError):  # e.g. the disk is still full
+                    self._tar.close()
                 self._file.close()
             finally:
                 self._tmp.unlink(missing_ok=True)
-                self._tar = self._file = self._tmp = None
+                self._tar = self._file = self._tmp = self._hashing = None
         self._closed = True
 
     def _open_shard(self) -> None:
@@ -123,23 +161,30 @@ class ShardSetWriter:
         import webdataset
 
         name = f"{self.prefix}-{len(self.shards):06d}.tar"
-        self._tmp = self.out_dir / f".{name}.tmp"
-        self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed in _finish_shard/abort)
+        tmp = self.out_dir / f".{name}.tmp"
+        with environment_errors(tmp, "creating shard"):
+            self._file = open(tmp, "wb")  # noqa: SIM115 (closed in _finish_shard/abort)
+        self._tmp = tmp
+        self._hashing = _HashingFile(self._file)
         # encoder=False: payloads are already bytes; fixed mtime/owner: reproducible bytes.
         self._tar = webdataset.TarWriter(
-            self._file, encoder=False, mtime=0.0, user="telucodec", group="telucodec"
+            self._hashing, encoder=False, mtime=0.0, user="telucodec", group="telucodec"
         )
         self._count, self._bytes, self._seconds = 0, 2 * _TAR_BLOCK, 0.0  # + end marker
 
     def _finish_shard(self) -> None:
         name = f"{self.prefix}-{len(self.shards):06d}.tar"
-        self._tar.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._tmp, self.out_dir / name)
-        self.shards.append(ShardInfo(name=name, samples=self._count, seconds=self._seconds))
-        self._tar = self._file = self._tmp = None
+        with environment_errors(self._tmp, "writing shard"):
+            self._tar.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self._tmp, self.out_dir / name)
+        digest = self._hashing.sha.hexdigest()
+        self.shards.append(
+            ShardInfo(name=name, samples=self._count, seconds=self._seconds, sha256=digest)
+        )
+        self._tar = self._file = self._tmp = self._hashing = None
 
 
 _OURS = re.compile(
@@ -152,8 +197,8 @@ def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> None:
     """Create ``out_dir``; refuse a non-empty one unless ``overwrite``, and even then only
     delete what a prep run writes (never a folder of unrelated files).
 
-    Raises FileExistsError (non-empty without ``overwrite``, or holding foreign files) or
-    NotADirectoryError."""
+    Raises FileExistsError (non-empty without ``overwrite``, or holding foreign files),
+    NotADirectoryError, or EnvironmentFault (the folder cannot be created or cleared)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"{out_dir} exists and is not a folder")
@@ -176,5 +221,7 @@ def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> None:
                 f"{', ...' if len(foreign) > 5 else ''}); refusing to overwrite it"
             )
         for e in entries:
-            shutil.rmtree(e) if e.is_dir() else e.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+            with environment_errors(e, "removing the old prep output"):
+                shutil.rmtree(e) if e.is_dir() else e.unlink()
+    with environment_errors(out_dir, "creating the output folder"):
+        out_dir.mkdir(parents=True, exist_ok=True)

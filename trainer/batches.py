@@ -3,7 +3,7 @@
 Owns the loader and what happens per fetched batch: the level check (guard), the data
 position kept in the loop state (``state.data_batches``, where a resumed run restarts its
 stream), the debug log of which crops each rank trained on, and the count of samples the
-reader had to skip as undecodable.
+reader had to skip as undecodable (per DataLoader worker, as each reports its own total).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class MicroBatches:
             base=b.shard_base,
             crops_per_chunk=b.crops_per_chunk,
             sample_rate=cfg.codec.sample_rate,
+            max_bad_fraction=b.max_bad_sample_fraction,
             pin_memory=acc.device.type == "cuda",
             # the stop signals are the main process's to act on (trainer/stopping.py)
             worker_init_fn=functools.partial(ignore_signals, stop_signals),
@@ -57,6 +58,7 @@ class MicroBatches:
         # checkpoint.
         with torch.random.fork_rng(devices=[]):
             self._it = iter(loader)
+        self._skipped: dict[int, int] = {}  # DataLoader worker -> undecodable samples skipped
         self._keys_log = None
         if b.log_keys:  # debug: which crops this rank trained on (tests check disjoint ranks)
             run_dir = cfg.run.run_dir
@@ -72,10 +74,16 @@ class MicroBatches:
             if check_level:
                 self.guard.check_batch_level(self.state.step + 1, batch["audio"])  # CPU: no sync
             self.state.data_batches += 1
+            self._skipped[batch["worker"]] = batch["skipped_samples"]
             if self._keys_log is not None:
                 row = {k: batch[k] for k in ("keys", "offsets", "epochs")}
                 self._keys_log.write(json.dumps({"step": self.state.step + 1, **row}) + "\n")
             yield batch["audio"].to(self.acc.device, non_blocking=True)
+
+    @property
+    def skipped_samples(self) -> int:
+        """Undecodable samples this rank's reader skipped so far (this session)."""
+        return sum(self._skipped.values())
 
     def close(self) -> None:
         if self._keys_log is not None:

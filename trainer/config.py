@@ -138,6 +138,10 @@ class DataConfig:
     # The level (LUFS) the model is trained for; None = whatever the manifest says. When
     # set, training and preflight refuse a shard set normalised to another level.
     loudness_target_lufs: float | None = None
+    # Undecodable training samples (a corrupt FLAC, the rest of a truncated tar) are skipped,
+    # logged once and counted (data/skipped_samples); past this share of the train split's
+    # samples a data worker stops the run. 0 = stop at the first one.
+    max_bad_sample_fraction: float = 0.01
 
     def __post_init__(self) -> None:
         _check(
@@ -153,6 +157,11 @@ class DataConfig:
         )
         _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
         _check(self.crops_per_chunk > 0, "data.crops_per_chunk", "must be > 0")
+        _check(
+            0.0 <= self.max_bad_sample_fraction < 1.0,
+            "data.max_bad_sample_fraction",
+            f"must be in [0, 1), got {self.max_bad_sample_fraction}",
+        )
 
 
 @dataclass

@@ -269,6 +269,35 @@ class GanEngine:
     def after_resume(self) -> None:
         """Fix-ups after ``accelerator.load_state`` (none needed here)."""
 
+    def apply_config_lrs(self) -> list[str]:
+        """After ``load_state``: make ``optim.lr_g``/``lr_d`` and ``optim.lr_decay`` the
+        schedules' base rates and decay again, keeping how far the schedule has decayed.
+
+        A checkpoint restores the optimizers' ``lr`` and the schedulers' ``base_lrs`` and
+        ``gamma``, so without this a resumed run logs (and saves in config.yaml) the new
+        rate while training with the old one. Returns one line per value that changed
+        (``"generator lr changed on resume: 0.0003 -> 0.0001"``)."""
+        o, changes = self.cfg.optim, []
+        for name, sched, want in (
+            ("generator", self.sched_g, o.lr_g),
+            ("discriminator", self.sched_d, o.lr_d),
+        ):
+            sched = getattr(sched, "scheduler", sched)  # under Accelerate's wrapper
+            if sched.gamma != o.lr_decay:
+                changes.append(f"{name} lr_decay changed on resume: {sched.gamma} -> {o.lr_decay}")
+                sched.gamma = o.lr_decay
+            groups = sched.optimizer.param_groups
+            for i, group in enumerate(groups):
+                old = sched.base_lrs[i]
+                if old == want:
+                    continue
+                changes.append(f"{name} lr changed on resume: {old:g} -> {want:g}")
+                group["lr"] = want * group["lr"] / old  # same point of the decay
+                group["initial_lr"] = want
+                sched.base_lrs[i] = want
+                sched._last_lr[i] = group["lr"]  # what get_last_lr() (the log) reports
+        return changes
+
     def autocast(self):
         return self.acc.autocast()
 

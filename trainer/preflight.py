@@ -3,8 +3,9 @@
 ``telucodec-preflight --config configs/<preset>.yaml [key=value ...]`` (or
 ``telucodec-train --preflight ...``, which runs it first and aborts on failure):
 
-1. data vs config: the manifest's sample rate and loudness target vs the config, one fixed
-   training batch within full scale (the decoder ends in tanh, so it can never produce
+1. data vs config: both splits hold samples (training validates on ``val``), the
+   manifest's sample rate and loudness target vs the config, one fixed training batch
+   within full scale (the decoder ends in tanh, so it can never produce
    |x| >= 1) and free of NaN, segment length a multiple of the hop;
 2. overfit that one batch with the configured model, precision and mel/VQ losses plus a
    waveform L1 term (no GAN: see :class:`trainer.config.PreflightConfig` for why) for
@@ -29,10 +30,10 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from codec.build import build_codec, build_generator_loss
-from shards.manifest import load_manifest
+from shards.manifest import Manifest, load_manifest
 from shards.reader import make_train_loader
 from telucodec.errors import run_cli
-from trainer.config import ExperimentConfig, load_config
+from trainer.config import ConfigError, ExperimentConfig, load_config
 
 log = logging.getLogger("telucodec")
 
@@ -67,6 +68,36 @@ class PreflightResult:
         return "\n".join(lines)
 
 
+def split_problem(manifest: Manifest, shards: object) -> str | None:
+    """Why the shard set in ``shards`` cannot be trained on (an empty ``train`` or ``val``
+    split: training validates every ``validation.every_steps`` and at the end), with how to
+    fix it; None when both splits hold samples."""
+    for split in ("train", "val"):
+        info = manifest.splits.get(split)
+        if info is not None and info.samples > 0:
+            continue
+        if split == "val":
+            return (
+                f"{shards}: the val split is empty, and training validates on it; re-run "
+                "telucodec-prep with --split time --val-seconds N (one or a few long "
+                "recordings), a larger --val-fraction, or --val-list"
+            )
+        return (
+            f"{shards}: the train split is empty; re-run telucodec-prep with a lower "
+            "--val-fraction or --split time"
+        )
+    return None
+
+
+def require_usable_splits(manifest: Manifest, shards: object) -> None:
+    """Raise :class:`ConfigError` (one line: what and how to fix it) unless both splits hold
+    samples. The trainer calls this before step 1, so a run cannot train for thousands of
+    steps and die at its first validation."""
+    problem = split_problem(manifest, shards)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
 def fixed_batch(cfg: ExperimentConfig) -> torch.Tensor:
     """``preflight.batch_items`` training crops ``[B, 1, segment_samples]`` (the first batch
     of the training stream for ``data.seed``; the same every call), gained by
@@ -89,12 +120,19 @@ def fixed_batch(cfg: ExperimentConfig) -> torch.Tensor:
 def check_data(cfg: ExperimentConfig, x: torch.Tensor) -> list[Check]:
     """Manifest and one batch vs the config (see module docstring)."""
     m = load_manifest(cfg.data.shards)
+    problem = split_problem(m, cfg.data.shards)
     checks = [
+        Check(
+            "splits",
+            problem is None,
+            problem
+            or f"train {m.splits['train'].samples} chunks, val {m.splits['val'].samples} chunks",
+        ),
         Check(
             "sample rate",
             m.sample_rate == cfg.codec.sample_rate,
             f"shards {m.sample_rate} Hz, codec.sample_rate {cfg.codec.sample_rate} Hz",
-        )
+        ),
     ]
     want = cfg.data.loudness_target_lufs
     checks.append(
@@ -249,6 +287,9 @@ def overfit(
 def run_preflight(cfg: ExperimentConfig, device: torch.device | None = None) -> PreflightResult:
     """Run every check; the global RNG state is left as it was."""
     t0 = time.time()
+    problem = split_problem(load_manifest(cfg.data.shards), cfg.data.shards)
+    if problem is not None:  # nothing else is worth checking on this shard set
+        return PreflightResult(False, [Check("splits", False, problem)], time.time() - t0)
     if device is None:
         use_gpu = torch.cuda.is_available() and not cfg.run.cpu
         # under `accelerate launch --preflight` every rank runs it on its own GPU

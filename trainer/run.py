@@ -34,6 +34,7 @@ from trainer.checkpoint import (
 from trainer.config import ConfigError, ExperimentConfig, config_to_yaml
 from trainer.cost import CostMeter
 from trainer.engine import GanEngine, build_accelerator, resolve_precision
+from trainer.preflight import require_usable_splits
 from trainer.step import build_step_objects
 from trainer.step_logger import StepLogger
 from trainer.stopping import StopRequest
@@ -95,12 +96,13 @@ def build_run(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> R
     guard = Guard(cfg.guard, alarms, manifest.loudness_target_lufs, cfg.codec.codebook_size)
     cost = CostMeter.for_run(cfg, acc.num_processes, acc.device.type == "cuda")
     cost.resume_from(state)  # zeros on a fresh run
-    logger = StepLogger(cfg, acc, eng, tracker, guard, cost)
     if main_proc:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config_yaml)
-        announce(cfg, acc, eng, logger)
     batches = MicroBatches(cfg, acc, state, guard, stop.signals)
+    logger = StepLogger(cfg, acc, eng, tracker, guard, cost, batches)
+    if main_proc:
+        announce(cfg, acc, eng, logger)
     t_start = time.time()
     validator = Validator(cfg, acc, eng, tracker, guard, t_start)
     return Run(cfg, acc, eng, loss_fn, state, manifest, config_yaml, tracker, alarms, guard,
@@ -120,7 +122,9 @@ def setup_logging(accelerator: Accelerator) -> None:
 
 
 def check_manifest(cfg: ExperimentConfig, manifest: Manifest) -> None:
-    """Refuse shards made for another sample rate or loudness target than the config's."""
+    """Refuse shards made for another sample rate or loudness target than the config's, or
+    with an empty split (training validates on ``val``: not at the first validation)."""
+    require_usable_splits(manifest, cfg.data.shards)
     if manifest.sample_rate != cfg.codec.sample_rate:
         raise ConfigError(
             f"config field `codec.sample_rate`: {cfg.codec.sample_rate} Hz but the shards in "
@@ -165,6 +169,8 @@ def restore(
     # loop state from JSON, tensors weights-only: no code runs
     state = checkpoints.load(resume_from)
     eng.after_resume()
+    for change in eng.apply_config_lrs():  # the config's rates, not the checkpoint's
+        log.warning("%s", change)
     log.info("resumed from %s at step %d", resume_from, state.step)
     if state.world_size != acc.num_processes:
         log.warning(

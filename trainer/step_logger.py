@@ -13,6 +13,7 @@ import torch
 from accelerate import Accelerator
 
 from trainer.alarms import Guard
+from trainer.batches import MicroBatches
 from trainer.checkpoint import TrainState
 from trainer.config import ExperimentConfig
 from trainer.cost import CostMeter
@@ -35,8 +36,9 @@ class StepLogger:
         tracker: Tracker,
         guard: Guard,
         cost: CostMeter,
+        batches: MicroBatches,
     ) -> None:
-        self.cfg, self.acc, self.eng = cfg, acc, eng
+        self.cfg, self.acc, self.eng, self.batches = cfg, acc, eng, batches
         self.tracker, self.guard, self.cost = tracker, guard, cost
         b = cfg.data
         self.global_batch = b.batch_size * cfg.optim.grad_accum * acc.num_processes
@@ -68,6 +70,8 @@ class StepLogger:
         cost_logs, projection = self.cost.update(state.step)
         logs.update(cost_logs)
         logs["guard/nonfinite_steps"] = self.guard.nonfinite_total
+        n_bad = torch.tensor(float(self.batches.skipped_samples), device=acc.device)
+        logs["data/skipped_samples"] = acc.reduce(n_bad, reduction="sum").item()  # all ranks
         if acc.is_main_process and self.cfg.guard.enabled:
             self.guard.on_log_step(state.step, stats, self.last_losses)
         self.tracker.log(logs, step=state.step)
