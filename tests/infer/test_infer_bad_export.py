@@ -104,7 +104,7 @@ def test_a_read_only_out_dir_is_named(tiny_export, wav, tmp_path, capsys, monkey
     rc = cli.main(["encode", str(wav), "--out-dir", str(out), "--model", str(tiny_export)])
     assert rc == 2
     line = error_line(capsys, "telucodec-encode")
-    assert line == f"telucodec-encode: error: {out}: creating the output failed: " + (
+    assert line == f"telucodec-encode: error: {out}: creating the output folder failed: " + (
         "Read-only file system"
     )
 
