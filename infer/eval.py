@@ -121,16 +121,13 @@ def score_long(ref: np.ndarray, est: np.ndarray, rate: int, seg: int) -> dict[st
     parts = [(b - a, score(ref[a:b], est[a:b], rate)) for a, b in segment_bounds(len(ref), seg)]
     if len(parts) == 1:
         return {**parts[0][1], "segments": 1}
-    out: dict = {"segments": len(parts)}
-    for k in ("band_energy_ref", "band_energy_est"):
-        out[k] = [sum(v) for v in zip(*(p[k] for _, p in parts), strict=True)]
-    for m in METRICS:
-        if m.endswith("_peak"):
-            out[m] = max(p[m] for _, p in parts)
-            continue
-        ok = [(n, p[m]) for n, p in parts if math.isfinite(p[m])]
-        out[m] = sum(n * v for n, v in ok) / sum(n for n, _ in ok) if ok else math.nan
-    return out
+    acc = metrics.MetricAccumulator(skip_undefined=True)
+    for n, p in parts:
+        acc.add({m: p[m] for m in METRICS}, weight=n)
+        acc.add_band_energies(p["band_energy_ref"], p["band_energy_est"])
+    band_ref, band_est = acc.band_energy_sums()
+    return {"segments": len(parts), "band_energy_ref": band_ref, "band_energy_est": band_est,
+            **acc.result()}  # fmt: skip
 
 
 def _opus_and_score(x: np.ndarray, rate: int, kbps: float, seg: int) -> dict:

@@ -450,6 +450,7 @@ def _run_validation(cfg, acc, eng, n_q_val, kbps_of, tracker, step, elapsed_s: f
         cfg.codec.sample_rate,
         acc.device,
         audio_examples=cfg.validation.audio_examples,
+        mel=cfg.loss.mel,
     )
     wall_s = time.time() - t0
     # the other ranks wait in a barrier meanwhile: a validation nearing the process-group
