@@ -48,6 +48,7 @@ from telucodec.errors import (
     environment_fault,
     run_cli,
 )
+from telucodec.wandb_mode import resolve_wandb_mode
 
 PESQ_RATE = 16_000  # wideband PESQ is defined at 16 kHz
 METRICS = (
@@ -255,9 +256,6 @@ def log_to_wandb(result: dict, paths: dict, project: str, mode: str, out: Path) 
     in the trainer's mode rules (auto: online with a key, else offline under ``out``). The
     files on disk are the result; a W&B failure is reported, never fatal. Returns the run's
     folder, or None when logging failed."""
-    from trainer.config import WandbConfig
-    from trainer.tracking import resolve_mode
-
     try:
         import wandb
 
@@ -265,7 +263,7 @@ def log_to_wandb(result: dict, paths: dict, project: str, mode: str, out: Path) 
             project=project,
             job_type="eval",
             config=result["model"],
-            mode=resolve_mode(WandbConfig(mode=mode)),
+            mode=resolve_wandb_mode(True, mode),
             dir=str(out),
         )
         cols = ["system", "kbps", *METRICS]

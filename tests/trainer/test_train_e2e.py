@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from codec.export_format import load_exported
 from telucodec.errors import UserInputError
 from tests.trainer._runs import debug_config, logged_steps
 from trainer.checkpoint import find_latest, read_checkpoint_info
-from trainer.export import load_exported
 from trainer.train import main, train
 
 
