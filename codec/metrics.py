@@ -9,7 +9,7 @@ The phase-coherence diagnostic separates the two ways an early codec fails:
   waveform is uncorrelated with the input (mel losses are phase-blind), so SNR sits near
   0 dB however good the spectrogram looks;
 * a *level problem*: the output is too quiet or too loud overall (waveform losses reward
-  shrinking an uncorrelated output towards zero: RMS ratios of 0.3-0.4 were observed).
+  shrinking an uncorrelated output towards zero; BENCHMARKS.md has the ratios seen).
 """
 
 from __future__ import annotations

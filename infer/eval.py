@@ -189,8 +189,8 @@ def evaluate(
 
     jobs: worker processes for scoring and Opus (1 = all in this process).
     segment_seconds: files longer than this are scored in pieces of it (:func:`score_long`);
-        0 = whole files, which the pesq library cannot do for long ones: it crashed the
-        process (SIGSEGV) on 10 minutes of audio (benchmarks/bench_eval.py).
+        0 = whole files, which the pesq library cannot score when they are long (it
+        segfaults; BENCHMARKS.md, the eval section).
 
     Returns ``{"model", "files", "results": [{"system", "kbps", "n_q"?, "file", metrics...}],
     "summary": [...]}`` (summary: per system and bitrate means, see :func:`summarise`).

@@ -43,8 +43,8 @@ class RunConfig:
         group on CPU, which it only does when asked).
     compile: ``torch.compile`` the generator and the discriminator (the fp32 STFT/mel islands
         compile with them; the losses stay eager). Off by default: on CPU the compiled step
-        measured slower (debug +9%, cpu preset +23%) after a 20-340 s first step, and the
-        GPU measurement is owed (``benchmarks/bench_step.py --compile``, BENCHMARKS.md).
+        is slower and its first step takes minutes to compile (BENCHMARKS.md, the
+        torch.compile row); ``benchmarks/bench_step.py --compile`` measures it on a GPU.
     cudnn_benchmark: let cuDNN time its convolution algorithms for each new input shape and
         keep the fastest (training crops have one fixed shape, so it tunes once).
     stop_signals / stop_file: ways to ask a running job to save a checkpoint and stop
