@@ -6,7 +6,7 @@ window size, batched throughput (CPU, and GPU when there is one), a long-file ro
         [--batches 1,4,16] [--long-hours 2 --long-preset configs/cpu.yaml]
         [--long-model EXPORT_DIR --long-source SHARD_DIR]
 
-Weights are random (a fresh build exported with :func:`trainer.export.export_state_dict`):
+Weights are random (a fresh build exported with :func:`codec.export_format.export_state_dict`):
 speed, memory, sizes and levels do not depend on training.
 
 1. Payload bytes of code files against bitrate x duration.
@@ -49,12 +49,12 @@ import torch
 
 from benchmarks.machine import describe, peak_rss_gib
 from codec.build import build_codec
+from codec.export_format import export_state_dict
 from infer.api import TeluCodec
 from infer.codefile import HEADER_BYTES
 from infer.level import LoudnessMeter
 from shards import loudness, synth
 from trainer.config import load_config
-from trainer.export import export_state_dict
 
 OPTIONS = {
     "fp32": {},

@@ -12,7 +12,7 @@ from codec.build import (
     build_mel_loss,
     count_parameters,
 )
-from codec.config import CodecConfig, DiscriminatorConfig, LossConfig
+from codec.config import CodecConfig, DiscriminatorConfig, LossConfig, MelSpec
 from codec.discriminators import Discriminator
 from codec.generator import Codec, CodecOutput
 from codec.losses import GeneratorLoss
@@ -26,6 +26,7 @@ __all__ = [
     "DiscriminatorConfig",
     "GeneratorLoss",
     "LossConfig",
+    "MelSpec",
     "ResidualVectorQuantizer",
     "build_codec",
     "build_discriminator",

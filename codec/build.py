@@ -44,19 +44,8 @@ def build_discriminator(cfg: DiscriminatorConfig, sample_rate: int) -> Discrimin
 
 
 def build_mel_loss(cfg: LossConfig, sample_rate: int) -> MultiScaleMelLoss:
-    """The multi-scale mel loss of ``cfg`` (also what validation's mel distance should use)."""
-    return MultiScaleMelLoss(
-        sample_rate,
-        n_mels=cfg.mel_n_mels,
-        window_lengths=cfg.mel_window_lengths,
-        hop_factor=cfg.mel_hop_factor,
-        clamp_eps=cfg.mel_clamp_eps,
-        pow=cfg.mel_pow,
-        log_weight=cfg.mel_log_weight,
-        mag_weight=cfg.mel_mag_weight,
-        fmin=cfg.mel_fmin,
-        fmax=cfg.mel_fmax,
-    )
+    """The multi-scale mel loss of ``cfg.mel`` (the spec validation's mel distance uses too)."""
+    return MultiScaleMelLoss(sample_rate, cfg.mel)
 
 
 def build_generator_loss(cfg: LossConfig, sample_rate: int) -> GeneratorLoss:

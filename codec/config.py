@@ -13,7 +13,7 @@ where we deviate, the comment says why.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 
 def _check(cond: bool, field: str, msg: str) -> None:
@@ -256,6 +256,68 @@ class DiscriminatorConfig:
 
 
 @dataclass
+class MelSpec:
+    """The multi-scale log-mel distance: what the generator's mel loss trains and what
+    validation's and eval's ``mel_distance`` measure (one definition, so "best" ranks by the
+    mel that is trained).
+
+    Per scale ``(window, n_mels)``: a magnitude mel with a Hann window of ``window`` samples
+    and hop ``window * hop_factor``; the distance is ``log_weight * mean|log10(clamp(M_est,
+    clamp_eps)^pow) - log10(clamp(M_ref, clamp_eps)^pow)| + mag_weight * mean|M_est - M_ref|``,
+    summed over scales. Defaults: DAC's 16 kHz recipe (``MelSpectrogramLoss.*``).
+    """
+
+    # DAC's 16 kHz model keeps the 44.1 kHz windows; at 16 kHz they span 2..128 ms and every
+    # mel filter still covers at least one FFT bin (checked by tests), so no rescaling.
+    n_mels: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)
+    window_lengths: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)  # samples
+    hop_factor: float = 0.25  # audiotools STFTParams default: hop = window / 4
+    clamp_eps: float = 1e-5  # DAC: clamp the mel magnitude before log10
+    pow: float = 1.0  # DAC 16 kHz: log10 of magnitude (not power) mel
+    log_weight: float = 1.0  # DAC default
+    mag_weight: float = 0.0  # DAC 16 kHz recipe: no linear-magnitude term
+    fmin: float = 0.0  # Hz; DAC
+    fmax: float | None = None  # Hz; None = Nyquist (DAC)
+
+    def __post_init__(self) -> None:
+        self.n_mels = _as_tuple(self.n_mels)
+        self.window_lengths = _as_tuple(self.window_lengths)
+        for name in ("log_weight", "mag_weight"):
+            value = getattr(self, name)
+            _check(
+                isinstance(value, int | float) and math.isfinite(value) and value >= 0,
+                f"mel.{name}",
+                f"must be a finite number >= 0, got {value!r}",
+            )
+        _check_positive_ints(self.n_mels, "mel.n_mels")
+        _check_positive_ints(self.window_lengths, "mel.window_lengths", minimum=4)
+        _check(
+            len(self.n_mels) == len(self.window_lengths),
+            "mel.n_mels",
+            f"needs one entry per mel.window_lengths entry ({len(self.window_lengths)}), "
+            f"got {len(self.n_mels)}",
+        )
+        _check(
+            0.0 < self.hop_factor <= 1.0,
+            "mel.hop_factor",
+            f"must be in (0, 1], got {self.hop_factor}",
+        )
+        _check(self.clamp_eps > 0, "mel.clamp_eps", f"must be > 0, got {self.clamp_eps}")
+        _check(self.pow > 0, "mel.pow", f"must be > 0, got {self.pow}")
+        _check(self.fmin >= 0, "mel.fmin", f"must be >= 0 Hz, got {self.fmin}")
+        if self.fmax is not None:
+            _check(
+                self.fmax > self.fmin,
+                "mel.fmax",
+                f"must be > mel.fmin ({self.fmin} Hz), got {self.fmax}",
+            )
+
+
+# The flat loss keys the mel spec replaced, for a config error that names the new key.
+MEL_RENAMED: dict[str, str] = {f"mel_{f.name}": f"mel.{f.name}" for f in fields(MelSpec)}
+
+
+@dataclass
 class LossConfig:
     """Generator loss weights and spectral-loss settings (discriminator loss is fixed LSGAN)."""
 
@@ -271,18 +333,8 @@ class LossConfig:
     # collapse seen in the user's old runs), so it stays off unless asked for.
     waveform_l1_weight: float = 0.0
     stft_weight: float = 0.0  # multi-resolution STFT loss (Parallel WaveGAN), off in DAC
-    # Multi-scale mel (DAC 16 kHz recipe, MelSpectrogramLoss.*). DAC's 16 kHz model keeps the
-    # 44.1 kHz windows; at 16 kHz they span 2..128 ms and every mel filter still covers at
-    # least one FFT bin (checked by tests), so no rescaling is needed.
-    mel_n_mels: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)
-    mel_window_lengths: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)
-    mel_hop_factor: float = 0.25  # audiotools STFTParams default: hop = window / 4
-    mel_clamp_eps: float = 1e-5  # DAC: clamp the mel magnitude before log10
-    mel_pow: float = 1.0  # DAC 16 kHz: log10 of magnitude (not power) mel
-    mel_log_weight: float = 1.0  # DAC default
-    mel_mag_weight: float = 0.0  # DAC 16 kHz recipe: no linear-magnitude term
-    mel_fmin: float = 0.0  # Hz; DAC
-    mel_fmax: float | None = None  # Hz; None = Nyquist (DAC)
+    # The multi-scale mel: the one definition the loss trains and validation ranks by.
+    mel: MelSpec = field(default_factory=MelSpec)
     # Multi-resolution STFT loss (spectral convergence + log magnitude): Parallel WaveGAN
     # (Yamamoto et al. 2020) resolutions, which at 16 kHz span 15..75 ms windows.
     stft_fft_sizes: tuple[int, ...] = (512, 1024, 2048)
@@ -291,8 +343,6 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         for name in (
-            "mel_n_mels",
-            "mel_window_lengths",
             "stft_fft_sizes",
             "stft_hop_sizes",
             "stft_win_lengths",
@@ -306,8 +356,6 @@ class LossConfig:
             "commitment_weight",
             "waveform_l1_weight",
             "stft_weight",
-            "mel_log_weight",
-            "mel_mag_weight",
         ):
             value = getattr(self, name)
             _check(
@@ -315,28 +363,9 @@ class LossConfig:
                 name,
                 f"must be a finite number >= 0, got {value!r}",
             )
-        _check_positive_ints(self.mel_n_mels, "mel_n_mels")
-        _check_positive_ints(self.mel_window_lengths, "mel_window_lengths", minimum=4)
-        _check(
-            len(self.mel_n_mels) == len(self.mel_window_lengths),
-            "mel_n_mels",
-            f"needs one entry per mel_window_lengths entry ({len(self.mel_window_lengths)}), "
-            f"got {len(self.mel_n_mels)}",
-        )
-        _check(
-            0.0 < self.mel_hop_factor <= 1.0,
-            "mel_hop_factor",
-            f"must be in (0, 1], got {self.mel_hop_factor}",
-        )
-        _check(self.mel_clamp_eps > 0, "mel_clamp_eps", f"must be > 0, got {self.mel_clamp_eps}")
-        _check(self.mel_pow > 0, "mel_pow", f"must be > 0, got {self.mel_pow}")
-        _check(self.mel_fmin >= 0, "mel_fmin", f"must be >= 0 Hz, got {self.mel_fmin}")
-        if self.mel_fmax is not None:
-            _check(
-                self.mel_fmax > self.mel_fmin,
-                "mel_fmax",
-                f"must be > mel_fmin ({self.mel_fmin} Hz), got {self.mel_fmax}",
-            )
+        if isinstance(self.mel, dict):
+            self.mel = MelSpec(**self.mel)
+        _check(isinstance(self.mel, MelSpec), "mel", f"must be a MelSpec, got {self.mel!r}")
         _check_positive_ints(self.stft_fft_sizes, "stft_fft_sizes", minimum=4)
         _check_positive_ints(self.stft_hop_sizes, "stft_hop_sizes")
         _check_positive_ints(self.stft_win_lengths, "stft_win_lengths")

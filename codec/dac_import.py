@@ -54,16 +54,12 @@ import torch
 from torch import Tensor
 
 from codec.config import CodecConfig
-from codec.dac_convert import (  # noqa: F401 (re-exported: the importer's public names)
-    DAC_DEFAULTS,
-    DAC_RELEASED,
+from codec.dac_convert import (
     FRESH_BUFFERS,
-    architecture_mismatch,
     config_from_dac_kwargs,
     config_from_hf,
     convert_state_dict,
     decoder_lengths,
-    hf_module_names,
 )
 from codec.export_format import export_state_dict, is_export, read_export
 from telucodec.errors import UserInputError, environment_fault, run_cli

@@ -11,7 +11,7 @@ Reading checks what a file could have broken: the weights must hash to the store
 ``model_id`` (a tampered, truncated or mixed-up export is refused), every tensor must be
 finite, and each fault names the file (:class:`ExportError`).
 
-Writers: the trainer (:mod:`trainer.export`, which re-exports these names) and the importer
+Writers: the trainer (:mod:`trainer.export`) and the importer
 of pretrained weights (:mod:`codec.dac_import`); readers: inference (:mod:`infer.api`) and
 ``model.init_from`` in training.
 """

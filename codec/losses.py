@@ -14,89 +14,53 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from codec.config import MelSpec
 from codec.spectral import fp32_magnitude, fp32_stft, mel_spectrogram, no_autocast
 
 DiscOutput = list[list[Tensor]]
 
-# DAC 16 kHz recipe values (see codec.config.LossConfig for sources).
-DEFAULT_N_MELS = (5, 10, 20, 40, 80, 160, 320)
-DEFAULT_MEL_WINDOWS = (32, 64, 128, 256, 512, 1024, 2048)
-
 
 def multiscale_mel_distance(
-    ref: Tensor,
-    est: Tensor,
-    sample_rate: int,
-    n_mels: tuple[int, ...] = DEFAULT_N_MELS,
-    window_lengths: tuple[int, ...] = DEFAULT_MEL_WINDOWS,
-    hop_factor: float = 0.25,
-    clamp_eps: float = 1e-5,
-    pow: float = 1.0,
-    log_weight: float = 1.0,
-    mag_weight: float = 0.0,
-    fmin: float = 0.0,
-    fmax: float | None = None,
+    ref: Tensor, est: Tensor, sample_rate: int, spec: MelSpec | None = None
 ) -> Tensor:
     """Per-item multi-scale log-mel L1 ``[B]`` between ``ref`` and ``est`` ``[B, 1, T]``.
 
-    For each (window, n_mels): ``log_weight * mean|log10(clamp(M_est)^pow) -
-    log10(clamp(M_ref)^pow)| + mag_weight * mean|M_est - M_ref|`` over mels and frames, where
-    ``M`` is a magnitude mel with a Hann window and hop ``window * hop_factor``; summed over
+    ``spec`` (:class:`codec.config.MelSpec`, DAC's 16 kHz recipe when None) gives the scales
+    and the formula: for each (window, n_mels), ``log_weight * mean|log10(clamp(M_est)^pow)
+    - log10(clamp(M_ref)^pow)| + mag_weight * mean|M_est - M_ref|`` over mels and frames,
+    ``M`` a magnitude mel with a Hann window and hop ``window * hop_factor``; summed over
     scales (DAC's MelSpectrogramLoss with reduction per item). Units: log10 magnitude.
     """
+    spec = MelSpec() if spec is None else spec
     if ref.shape != est.shape:
         raise ValueError(f"est: shape {tuple(est.shape)} != ref shape {tuple(ref.shape)}")
     with no_autocast(ref.device):
         ref = ref.float().reshape(ref.shape[0], -1)
         est = est.float().reshape(est.shape[0], -1)
         total = ref.new_zeros(ref.shape[0])
-        for n_mel, win in zip(n_mels, window_lengths, strict=True):
-            hop = max(1, int(win * hop_factor))
-            m_ref = mel_spectrogram(ref, sample_rate, win, hop, n_mel, fmin, fmax)
-            m_est = mel_spectrogram(est, sample_rate, win, hop, n_mel, fmin, fmax)
-            if log_weight:
-                l_ref = m_ref.clamp_min(clamp_eps).pow(pow).log10()
-                l_est = m_est.clamp_min(clamp_eps).pow(pow).log10()
-                total = total + log_weight * (l_est - l_ref).abs().mean(dim=(1, 2))
-            if mag_weight:
-                total = total + mag_weight * (m_est - m_ref).abs().mean(dim=(1, 2))
+        for n_mel, win in zip(spec.n_mels, spec.window_lengths, strict=True):
+            hop = max(1, int(win * spec.hop_factor))
+            m_ref = mel_spectrogram(ref, sample_rate, win, hop, n_mel, spec.fmin, spec.fmax)
+            m_est = mel_spectrogram(est, sample_rate, win, hop, n_mel, spec.fmin, spec.fmax)
+            if spec.log_weight:
+                l_ref = m_ref.clamp_min(spec.clamp_eps).pow(spec.pow).log10()
+                l_est = m_est.clamp_min(spec.clamp_eps).pow(spec.pow).log10()
+                total = total + spec.log_weight * (l_est - l_ref).abs().mean(dim=(1, 2))
+            if spec.mag_weight:
+                total = total + spec.mag_weight * (m_est - m_ref).abs().mean(dim=(1, 2))
         return total
 
 
 class MultiScaleMelLoss(nn.Module):
     """Batch mean of :func:`multiscale_mel_distance` (fp32 scalar). ``forward(est, ref)``."""
 
-    def __init__(
-        self,
-        sample_rate: int,
-        n_mels: tuple[int, ...] = DEFAULT_N_MELS,
-        window_lengths: tuple[int, ...] = DEFAULT_MEL_WINDOWS,
-        hop_factor: float = 0.25,
-        clamp_eps: float = 1e-5,
-        pow: float = 1.0,
-        log_weight: float = 1.0,
-        mag_weight: float = 0.0,
-        fmin: float = 0.0,
-        fmax: float | None = None,
-    ):
+    def __init__(self, sample_rate: int, spec: MelSpec | None = None):
         super().__init__()
-        if len(n_mels) != len(window_lengths):
-            raise ValueError("n_mels: needs one entry per window length")
         self.sample_rate = sample_rate
-        self.kwargs = dict(
-            n_mels=tuple(n_mels),
-            window_lengths=tuple(window_lengths),
-            hop_factor=hop_factor,
-            clamp_eps=clamp_eps,
-            pow=pow,
-            log_weight=log_weight,
-            mag_weight=mag_weight,
-            fmin=fmin,
-            fmax=fmax,
-        )
+        self.spec = MelSpec() if spec is None else spec
 
     def forward(self, est: Tensor, ref: Tensor) -> Tensor:
-        return multiscale_mel_distance(ref, est, self.sample_rate, **self.kwargs).mean()
+        return multiscale_mel_distance(ref, est, self.sample_rate, self.spec).mean()
 
 
 class MultiResolutionSTFTLoss(nn.Module):

@@ -9,20 +9,19 @@ The phase-coherence diagnostic separates the two ways an early codec fails:
   waveform is uncorrelated with the input (mel losses are phase-blind), so SNR sits near
   0 dB however good the spectrogram looks;
 * a *level problem*: the output is too quiet or too loud overall (waveform losses reward
-  shrinking an uncorrelated output towards zero: RMS ratios of 0.3-0.4 were observed).
+  shrinking an uncorrelated output towards zero; BENCHMARKS.md has the ratios seen).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+
 import torch
 from torch import Tensor
 
-from codec.losses import (
-    DEFAULT_MEL_WINDOWS,
-    DEFAULT_N_MELS,
-    MultiResolutionSTFTLoss,
-    multiscale_mel_distance,
-)
+from codec.config import MelSpec
+from codec.losses import MultiResolutionSTFTLoss, multiscale_mel_distance
 from codec.spectral import no_autocast
 
 # A perfect reconstruction has zero error; eps keeps the log finite: SNR of an exact copy is
@@ -91,19 +90,12 @@ def si_snr_db(ref: Tensor, est: Tensor) -> Tensor:
         )
 
 
-def mel_distance(
-    ref: Tensor,
-    est: Tensor,
-    sample_rate: int,
-    n_mels: tuple[int, ...] = DEFAULT_N_MELS,
-    window_lengths: tuple[int, ...] = DEFAULT_MEL_WINDOWS,
-) -> Tensor:
+def mel_distance(ref: Tensor, est: Tensor, sample_rate: int, spec: MelSpec | None = None) -> Tensor:
     """Multi-scale log10-mel L1 per item, the training mel loss's definition
-    (:func:`codec.losses.multiscale_mel_distance` with DAC's 16 kHz scales)."""
+    (:func:`codec.losses.multiscale_mel_distance`): pass the run's ``loss.mel`` so it
+    measures the mel that is trained (None: DAC's 16 kHz recipe, the default spec)."""
     ref, est = _pair(ref, est)
-    return multiscale_mel_distance(
-        ref[:, None], est[:, None], sample_rate, n_mels=n_mels, window_lengths=window_lengths
-    )
+    return multiscale_mel_distance(ref[:, None], est[:, None], sample_rate, spec)
 
 
 def stft_distance(ref: Tensor, est: Tensor) -> Tensor:
@@ -229,18 +221,93 @@ def diagnose(rms_ratio: float, waveform_corr: float, envelope_corr: float) -> st
     return "ok"
 
 
-def reconstruction_report(ref: Tensor, est: Tensor, sample_rate: int) -> dict[str, Tensor]:
-    """All per-item metrics at once (``[B]`` tensors): snr_db, si_snr_db, mel_distance,
-    rms_ratio, waveform_corr, envelope_corr, and peak levels of both sides."""
+def reconstruction_report(
+    ref: Tensor, est: Tensor, sample_rate: int, mel: MelSpec | None = None
+) -> dict[str, Tensor]:
+    """All per-item metrics at once (``[B]`` tensors): snr_db, si_snr_db, mel_distance
+    (of the spec ``mel``, see :func:`mel_distance`), rms_ratio, waveform_corr, envelope_corr,
+    and peak levels of both sides (``ref_peak``, ``est_peak``, linear full scale)."""
     pc = phase_coherence(ref, est, sample_rate)
     ref_f, est_f = _pair(ref, est)
     return {
         "snr_db": snr_db(ref, est),
         "si_snr_db": si_snr_db(ref, est),
-        "mel_distance": mel_distance(ref, est, sample_rate),
+        "mel_distance": mel_distance(ref, est, sample_rate, mel),
         "rms_ratio": rms_ratio(ref, est),
         "waveform_corr": pc["waveform_corr"],
         "envelope_corr": pc["envelope_corr"],
         "ref_peak": ref_f.abs().amax(-1),
         "est_peak": est_f.abs().amax(-1),
     }
+
+
+# How per-clip values combine into one figure for a set of clips (MetricAccumulator): the
+# largest peak, the lowest minimum sample; every other metric is a weighted mean.
+MAX_KEYS = frozenset({"ref_peak", "est_peak", "est_max"})
+MIN_KEYS = frozenset({"est_min"})
+
+
+class MetricAccumulator:
+    """Combines per-clip metrics (``{name: float}``, :func:`reconstruction_report`'s names)
+    over clips, the one way validation and ``telucodec-eval`` both do it.
+
+    Means are weighted by ``weight`` (1 per validation chunk, samples per eval piece);
+    :data:`MAX_KEYS` take the largest value, :data:`MIN_KEYS` the smallest. With
+    ``skip_undefined`` a NaN is left out of its mean and counted in :attr:`undefined` (eval:
+    PESQ and STOI are undefined on clips too short or silent to score); without it a NaN
+    propagates, so a model that outputs NaN cannot look good (validation ranks "best").
+    Band energies (:func:`band_energies`) are summed over clips before the level ratio.
+    """
+
+    def __init__(self, skip_undefined: bool = False):
+        self.skip_undefined = skip_undefined
+        self.clips = 0
+        self.undefined: dict[str, int] = {}
+        self._sum: dict[str, float] = {}
+        self._weight: dict[str, float] = {}
+        self._extreme: dict[str, float] = {}
+        self._energy_ref: Tensor | None = None
+        self._energy_est: Tensor | None = None
+
+    def add(self, values: Mapping[str, float], weight: float = 1.0) -> None:
+        """One clip's metrics; ``weight`` counts in every mean (e.g. its duration)."""
+        self.clips += 1
+        for k, v in values.items():
+            v = float(v)
+            if k in MAX_KEYS or k in MIN_KEYS:
+                pick = max if k in MAX_KEYS else min
+                self._extreme[k] = pick(self._extreme[k], v) if k in self._extreme else v
+                continue
+            self._sum.setdefault(k, 0.0)
+            self._weight.setdefault(k, 0.0)
+            if self.skip_undefined and math.isnan(v):
+                self.undefined[k] = self.undefined.get(k, 0) + 1
+                continue
+            self._sum[k] += weight * v
+            self._weight[k] += weight
+
+    def add_band_energies(self, ref: Sequence[float] | Tensor, est: Sequence[float] | Tensor):
+        """One clip's ``[n_bands]`` energies of input and output (summed, float64)."""
+        r = torch.as_tensor(ref, dtype=torch.float64).cpu()
+        e = torch.as_tensor(est, dtype=torch.float64).cpu()
+        self._energy_ref = r if self._energy_ref is None else self._energy_ref + r
+        self._energy_est = e if self._energy_est is None else self._energy_est + e
+
+    def result(self) -> dict[str, float]:
+        """Every metric seen: its weighted mean (NaN when no clip defined it) or extreme."""
+        out = {k: self._sum[k] / w if (w := self._weight[k]) > 0 else math.nan for k in self._sum}
+        out.update(self._extreme)
+        return out
+
+    def band_energy_sums(self) -> tuple[list[float], list[float]]:
+        """Summed ``(input, output)`` band energies of every clip added."""
+        if self._energy_ref is None or self._energy_est is None:
+            raise ValueError("no band energies were added")
+        return self._energy_ref.tolist(), self._energy_est.tolist()
+
+    def band_levels(self, names: Sequence[str]) -> dict[str, float]:
+        """Output/input RMS level per band over all clips' energies (:func:`band_level_ratios`)."""
+        if self._energy_ref is None or self._energy_est is None:
+            raise ValueError("no band energies were added")
+        ratios = band_level_ratios(self._energy_ref, self._energy_est).tolist()
+        return dict(zip(names, ratios, strict=True))

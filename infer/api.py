@@ -41,8 +41,6 @@ from telucodec.errors import ArgumentError
 DEFAULT_BATCH_WINDOWS = {"cpu": 1, "cuda": 16}
 RATES = ("input", "model")
 
-strip_weight_norm = fast.strip_weight_norm  # re-exported: part of the API since the start
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"``: cuda when available, else cpu; anything else as torch reads it."""

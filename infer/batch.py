@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from infer.blocks import Window, audio_windows, code_windows, context_frames
+from infer.blocks import Window
 
 
 def batches(windows: Iterable[Window], size: int) -> Iterator[list[Window]]:
@@ -122,39 +122,3 @@ def run(
             yield from zip(batch, encode_batch(codec, batch, n_quantizers), strict=True)
         else:
             yield from zip(batch, decode_batch(codec, batch), strict=True)
-
-
-def encode_stream(
-    codec: nn.Module,
-    blocks: Iterable[np.ndarray],
-    n_quantizers: int,
-    block_frames: int,
-    context: int | None = None,
-    gain: float = 1.0,
-    batch_windows: int = 1,
-) -> Iterator[np.ndarray]:
-    """Codes of one long mono signal given as consecutive blocks (any sizes, float32).
-
-    Yields ``[n_q, f]`` int64 arrays that concatenate to what ``codec.encode`` gives for the
-    whole signal (``ceil(T / hop)`` frames). ``gain`` multiplies every sample first (the
-    level step). ``context``: frames each side (None = :func:`context_frames`).
-    """
-    ctx = context if context is not None else context_frames(codec)[0]
-    wins = audio_windows(blocks, codec.hop_length, block_frames, ctx, gain)
-    for _, codes in run(codec, wins, batch_windows, n_quantizers):
-        yield codes
-
-
-def decode_stream(
-    codec: nn.Module,
-    codes: np.ndarray,
-    block_frames: int,
-    context: int | None = None,
-    batch_windows: int = 1,
-) -> Iterator[np.ndarray]:
-    """Audio from codes ``[n_q, F]`` in blocks of ``block_frames * hop`` samples (float32,
-    mono); they concatenate to ``codec.decode`` of the whole ``F`` frames (``F * hop``
-    samples). ``context``: frames each side (None = :func:`context_frames`)."""
-    ctx = context if context is not None else context_frames(codec)[1]
-    for _, y in run(codec, code_windows(np.asarray(codes), block_frames, ctx), batch_windows):
-        yield y

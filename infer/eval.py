@@ -48,6 +48,7 @@ from telucodec.errors import (
     run_cli,
 )
 from telucodec.progress import progress as progress_bar
+from telucodec.wandb_mode import resolve_wandb_mode
 
 PESQ_RATE = 16_000  # wideband PESQ is defined at 16 kHz
 METRICS = (
@@ -121,16 +122,13 @@ def score_long(ref: np.ndarray, est: np.ndarray, rate: int, seg: int) -> dict[st
     parts = [(b - a, score(ref[a:b], est[a:b], rate)) for a, b in segment_bounds(len(ref), seg)]
     if len(parts) == 1:
         return {**parts[0][1], "segments": 1}
-    out: dict = {"segments": len(parts)}
-    for k in ("band_energy_ref", "band_energy_est"):
-        out[k] = [sum(v) for v in zip(*(p[k] for _, p in parts), strict=True)]
-    for m in METRICS:
-        if m.endswith("_peak"):
-            out[m] = max(p[m] for _, p in parts)
-            continue
-        ok = [(n, p[m]) for n, p in parts if math.isfinite(p[m])]
-        out[m] = sum(n * v for n, v in ok) / sum(n for n, _ in ok) if ok else math.nan
-    return out
+    acc = metrics.MetricAccumulator(skip_undefined=True)
+    for n, p in parts:
+        acc.add({m: p[m] for m in METRICS}, weight=n)
+        acc.add_band_energies(p["band_energy_ref"], p["band_energy_est"])
+    band_ref, band_est = acc.band_energy_sums()
+    return {"segments": len(parts), "band_energy_ref": band_ref, "band_energy_est": band_est,
+            **acc.result()}  # fmt: skip
 
 
 def _opus_and_score(x: np.ndarray, rate: int, kbps: float, seg: int) -> dict:
@@ -191,8 +189,8 @@ def evaluate(
 
     jobs: worker processes for scoring and Opus (1 = all in this process).
     segment_seconds: files longer than this are scored in pieces of it (:func:`score_long`);
-        0 = whole files, which the pesq library cannot do for long ones: it crashed the
-        process (SIGSEGV) on 10 minutes of audio (benchmarks/bench_eval.py).
+        0 = whole files, which the pesq library cannot score when they are long (it
+        segfaults; BENCHMARKS.md, the eval section).
 
     Returns ``{"model", "files", "results": [{"system", "kbps", "n_q"?, "file", metrics...}],
     "summary": [...]}`` (summary: per system and bitrate means, see :func:`summarise`).
@@ -258,9 +256,6 @@ def log_to_wandb(result: dict, paths: dict, project: str, mode: str, out: Path) 
     in the trainer's mode rules (auto: online with a key, else offline under ``out``). The
     files on disk are the result; a W&B failure is reported, never fatal. Returns the run's
     folder, or None when logging failed."""
-    from trainer.config import WandbConfig
-    from trainer.tracking import resolve_mode
-
     try:
         import wandb
 
@@ -268,7 +263,7 @@ def log_to_wandb(result: dict, paths: dict, project: str, mode: str, out: Path) 
             project=project,
             job_type="eval",
             config=result["model"],
-            mode=resolve_mode(WandbConfig(mode=mode)),
+            mode=resolve_wandb_mode(True, mode),
             dir=str(out),
         )
         cols = ["system", "kbps", *METRICS]

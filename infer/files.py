@@ -23,10 +23,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import soundfile as sf
+from torch import nn
 
 from infer import batch
 from infer import blocks as blk
@@ -36,10 +37,38 @@ from infer.restore import Restorer
 from shards import audio
 from telucodec.errors import EnvironmentFault, environment_fault
 
-if TYPE_CHECKING:
-    from infer.api import TeluCodec
-
 Job = tuple[Path, Path | None]  # (input, output or None = do not write)
+
+
+class CodecRunner(Protocol):
+    """What these functions use of :class:`infer.api.TeluCodec` (which passes itself in):
+    stated here so that this module does not import the one that imports it."""
+
+    codec: nn.Module
+    sample_rate: int  # Hz
+    loudness_target_lufs: float
+    peak_ceiling_dbfs: float
+    hop: int  # samples per code frame
+    block_frames: int
+    batch_windows: int
+    enc_context: int  # frames
+    dec_context: int  # frames
+
+    def make_codefile(
+        self,
+        codes: np.ndarray,
+        n_samples: int,
+        orig_rate: int,
+        orig_frames: int,
+        orig_channels: int,
+        plan: LevelPlan,
+    ) -> CodeFile: ...
+
+    def checked_codes(
+        self, code: CodeFile, n_quantizers: int | None = None, name: str = "code file"
+    ) -> np.ndarray: ...
+
+    def output_rate(self, code: CodeFile, rate: str | int = "input") -> int: ...
 
 
 @dataclass
@@ -113,7 +142,7 @@ def _failed(jobs: list[Job], errors: dict, start: int, stop: int) -> Iterator[Fi
 # ---- encode ---------------------------------------------------------------------------
 
 
-def measure(tc: TeluCodec, path: Path, info: audio.AudioInfo) -> tuple[LevelPlan, int]:
+def measure(tc: CodecRunner, path: Path, info: audio.AudioInfo) -> tuple[LevelPlan, int]:
     """First pass over an input: the level plan (prep's rule) and its length at the model
     rate, streamed (reading overlaps the metering)."""
     meter = LoudnessMeter(tc.sample_rate)
@@ -123,7 +152,7 @@ def measure(tc: TeluCodec, path: Path, info: audio.AudioInfo) -> tuple[LevelPlan
     return plan, meter.samples
 
 
-def encode_jobs(tc: TeluCodec, jobs: list[tuple], n_q: int) -> Iterator[FileResult]:
+def encode_jobs(tc: CodecRunner, jobs: list[tuple], n_q: int) -> Iterator[FileResult]:
     """Encode each ``(input, output or None)``; see the module docstring."""
     jobs = [(Path(s), None if d is None else Path(d)) for s, d in jobs]
     meta: dict[int, tuple] = {}
@@ -226,7 +255,7 @@ class AudioWriter:
 
 
 def decode_jobs(
-    tc: TeluCodec,
+    tc: CodecRunner,
     jobs: list[tuple],
     n_quantizers: int | None = None,
     rate: str | int = "input",

@@ -7,8 +7,6 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from codec import metrics
 
 # Columns of the Markdown table: (metric, header, format); direction in the header.
@@ -37,8 +35,9 @@ def _mean(values: list[float]) -> float:
 def summarise(
     rows: list[dict], metric_names: Sequence[str], band_names: Sequence[str] = ()
 ) -> list[dict]:
-    """Mean of every metric per (system, kbps), NaN-skipping (e.g. PESQ on a silent clip);
-    ordered by system then bitrate. Each entry also has ``files`` (how many clips), when
+    """Every metric per (system, kbps) over its clips, combined by
+    :class:`codec.metrics.MetricAccumulator` (means NaN-skipping, e.g. PESQ on a silent clip;
+    peaks the largest); ordered by system then bitrate. Each entry also has ``files`` (how many clips), when
     some clips had no value for a metric ``undefined`` (metric -> how many), and with
     ``band_names`` the output/input level per band over all clips' energies together
     (``band_levels``)."""
@@ -52,16 +51,17 @@ def summarise(
             entry["n_q"] = rs[0]["n_q"]
         if "actual_kbps" in rs[0]:
             entry["actual_kbps"] = _mean([r["actual_kbps"] for r in rs])
-        for m in metric_names:
-            entry[m] = _mean([r[m] for r in rs])
-        undefined = {m: n for m in metric_names if (n := sum(_undefined(r[m]) for r in rs))}
-        if undefined:  # e.g. PESQ or STOI of a clip too short to score: not in the mean
-            entry["undefined"] = undefined
+        acc = metrics.MetricAccumulator(skip_undefined=True)
+        for r in rs:
+            acc.add({m: r[m] for m in metric_names})
+            if band_names:
+                acc.add_band_energies(r["band_energy_ref"], r["band_energy_est"])
+        means = acc.result()
+        entry.update({m: means[m] for m in metric_names})
+        if acc.undefined:  # e.g. PESQ or STOI of a clip too short to score: not in the mean
+            entry["undefined"] = {m: acc.undefined[m] for m in metric_names if m in acc.undefined}
         if band_names:
-            e_ref = torch.tensor([r["band_energy_ref"] for r in rs], dtype=torch.float64)
-            e_est = torch.tensor([r["band_energy_est"] for r in rs], dtype=torch.float64)
-            ratios = metrics.band_level_ratios(e_ref.sum(0), e_est.sum(0)).tolist()
-            entry["band_levels"] = dict(zip(band_names, ratios, strict=True))
+            entry["band_levels"] = acc.band_levels(band_names)
         out.append(entry)
     return out
 

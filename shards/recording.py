@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import soundfile as sf
 
@@ -29,8 +29,21 @@ from shards.report import CATEGORIES, FileReport
 from shards.split import Splitter
 from telucodec.errors import environment_fault, is_environment_error
 
-if TYPE_CHECKING:  # only a type here; prep imports this module
-    from shards.prep import PrepConfig
+
+class RecordingSettings(Protocol):
+    """The settings of :class:`shards.prep.PrepConfig` that one recording's processing
+    reads, stated here so that this module does not import the one that imports it."""
+
+    target_rate: int  # Hz
+    speaker_regex: str | None
+    block_seconds: float
+    resample_quality: str
+    chunk_seconds: float
+    min_chunk_seconds: float
+    silence_floor_lufs: float
+    loudness_target_lufs: float
+    peak_ceiling_dbfs: float
+    flac_bits: int
 
 
 @dataclass
@@ -83,7 +96,7 @@ class Task:
 
 def process_recording(
     task: Task,
-    config: PrepConfig,
+    config: RecordingSettings,
     splitter: Splitter,
     on_seconds: Callable[[float], None] | None = None,
 ) -> FileReport:

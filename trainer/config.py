@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from codec.config import CodecConfig, DiscriminatorConfig, LossConfig
+from codec.config import MEL_RENAMED, CodecConfig, DiscriminatorConfig, LossConfig
 from telucodec.errors import UserInputError
 from trainer.stopping import parse_signals
 
@@ -43,8 +43,8 @@ class RunConfig:
         group on CPU, which it only does when asked).
     compile: ``torch.compile`` the generator and the discriminator (the fp32 STFT/mel islands
         compile with them; the losses stay eager). Off by default: on CPU the compiled step
-        measured slower (debug +9%, cpu preset +23%) after a 20-340 s first step, and the
-        GPU measurement is owed (``benchmarks/bench_step.py --compile``, BENCHMARKS.md).
+        is slower and its first step takes minutes to compile (BENCHMARKS.md, the
+        torch.compile row); ``benchmarks/bench_step.py --compile`` measures it on a GPU.
     cudnn_benchmark: let cuDNN time its convolution algorithms for each new input shape and
         keep the fastest (training crops have one fixed shape, so it tunes once).
     stop_signals / stop_file: ways to ask a running job to save a checkpoint and stop
@@ -410,16 +410,18 @@ class ExperimentConfig:
 
 # --------------------------------------------------------------------------- loading
 
-# Flag names from the user's earlier scripts, accepted so old launch lines keep working.
-ALIASES: dict[str, str] = {
-    "batch_size": "data.batch_size",
-    "learning_rate": "optim.lr_g",
-    "segment_length": "data.segment_samples",  # in samples, as the old scripts used it
-    "sample_rate": "codec.sample_rate",
-    "checkpoint_dir": "run.output_dir",
-    "experiment_name": "run.name",
-    "use_wandb": "wandb.enabled",
-    "max_steps": "run.max_steps",
+# Flag names from the user's earlier scripts, accepted so old launch lines keep working;
+# each sets every field it names.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "batch_size": ("data.batch_size",),
+    # the old scripts had one learning rate for both optimizers (DAC's recipe uses one too)
+    "learning_rate": ("optim.lr_g", "optim.lr_d"),
+    "segment_length": ("data.segment_samples",),  # in samples, as the old scripts used it
+    "sample_rate": ("codec.sample_rate",),
+    "checkpoint_dir": ("run.output_dir",),
+    "experiment_name": ("run.name",),
+    "use_wandb": ("wandb.enabled",),
+    "max_steps": ("run.max_steps",),
 }
 
 
@@ -467,6 +469,12 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = set(data) - known
+    if cls is LossConfig and unknown & set(MEL_RENAMED):
+        old = sorted(unknown & set(MEL_RENAMED))[0]
+        raise ConfigError(
+            f"config field `{prefix}.{old}` is now `{prefix}.{MEL_RENAMED[old]}`: the mel "
+            f"settings are one nested section `{prefix}.mel` (used by the loss and validation)"
+        )
     if unknown:
         where = f"`{prefix}`" if prefix else "top level"
         raise ConfigError(
@@ -517,12 +525,14 @@ def parse_overrides(items: list[str]) -> dict:
                 raw = "true"  # a bare flag such as --use_wandb
             if key not in ALIASES:
                 raise ConfigError(f"unknown option --{key}; known aliases: {sorted(ALIASES)}")
-            key = ALIASES[key]
+            keys = ALIASES[key]
         elif "=" in item:
             key, raw = item.split("=", 1)
+            keys = (key,)
         else:
             raise ConfigError(f"cannot read override {item!r}: expected key=value")
-        _set_dotted(tree, key, _parse_value(raw))
+        for key in keys:
+            _set_dotted(tree, key, _parse_value(raw))
         i += 1
     return tree
 

@@ -21,18 +21,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-# The format itself lives below both the trainer and inference; re-exported here, where
-# callers have always found it.
-from codec.export_format import (  # noqa: F401
-    EXPORT_VERSION,
-    META,
-    WEIGHTS,
-    ExportError,
-    _model_id,
-    check_finite,
-    export_state_dict,
-    load_exported,
-)
+from codec.export_format import ExportError, check_finite, export_state_dict
 from telucodec.errors import run_cli
 
 

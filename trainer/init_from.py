@@ -18,7 +18,8 @@ import logging
 
 from torch import nn
 
-from codec.dac_import import architecture_mismatch, load_pretrained
+from codec.dac_convert import architecture_mismatch
+from codec.dac_import import load_pretrained
 from telucodec.errors import UserInputError
 from trainer.config import ConfigError, ExperimentConfig
 

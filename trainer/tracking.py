@@ -17,38 +17,21 @@ from __future__ import annotations
 import json
 import logging
 import math
-import netrc
-import os
 import uuid
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
 
+from telucodec.wandb_mode import resolve_wandb_mode
 from trainer.config import WandbConfig
 
 log = logging.getLogger("telucodec")
 
 
-def has_wandb_key() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        auth = netrc.netrc().authenticators("api.wandb.ai")
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-    return bool(auth and auth[2])
-
-
 def resolve_mode(cfg: WandbConfig) -> str:
-    if not cfg.enabled or cfg.mode == "disabled":
-        return "disabled"
-    env = os.environ.get("WANDB_MODE")
-    if cfg.mode == "auto":
-        if env in ("offline", "online", "disabled"):
-            return env
-        return "online" if has_wandb_key() else "offline"
-    return cfg.mode
+    """The W&B mode for ``cfg`` (:func:`telucodec.wandb_mode.resolve_wandb_mode`)."""
+    return resolve_wandb_mode(cfg.enabled, cfg.mode)
 
 
 def _free_failed_init() -> None:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from codec import metrics
+from codec.config import MelSpec
 
 
 @dataclass
@@ -36,10 +37,10 @@ class BitrateResult:
     rms_ratio: float
     waveform_corr: float
     envelope_corr: float
-    in_peak: float
-    out_peak: float
-    out_min: float
-    out_max: float
+    ref_peak: float
+    est_peak: float
+    est_min: float
+    est_max: float
     diagnosis: str
     # output/input level per frequency band (codec.metrics.bands), over all chunks together
     band_levels: dict[str, float] = field(default_factory=dict)
@@ -70,10 +71,10 @@ class ValidationResult:
                 "rms_ratio",
                 "waveform_corr",
                 "envelope_corr",
-                "in_peak",
-                "out_peak",
-                "out_min",
-                "out_max",
+                "ref_peak",
+                "est_peak",
+                "est_min",
+                "est_max",
             ):
                 out[f"{tag}/{name}"] = getattr(r, name)
             for band, v in r.band_levels.items():
@@ -125,17 +126,19 @@ def validate(
     sample_rate: int,
     device: torch.device,
     audio_examples: int = 2,
+    mel: MelSpec | None = None,
 ) -> ValidationResult:
     """Run every validation chunk through ``codec`` at each entry of ``n_quantizers``.
 
     items: ``(key, audio FloatTensor[1, n], meta)`` in a fixed order (the reader's
-    validation iterator). Metrics are averaged over chunks (each chunk weighs the same).
+    validation iterator). Metrics are :mod:`codec.metrics` combined by its
+    :class:`~codec.metrics.MetricAccumulator` (each chunk weighs the same; a NaN is kept, so
+    a broken model never ranks as best). ``mel``: the run's ``loss.mel``, so the mel distance
+    that ranks "best" is the mel that is trained (None: the default spec).
     """
     was_training = codec.training
     codec.eval()
-    sums: dict[int, dict[str, float]] = {n: {} for n in n_quantizers}
-    energy_in = torch.zeros(len(metrics.bands(sample_rate)), dtype=torch.float64)
-    energy_out = {n: torch.zeros_like(energy_in) for n in n_quantizers}
+    accs = {n: metrics.MetricAccumulator() for n in n_quantizers}
     n_items, seconds = 0, 0.0
     examples: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     try:
@@ -143,31 +146,13 @@ def validate(
             x = audio.to(device=device, dtype=torch.float32).reshape(1, 1, -1)
             n_items += 1
             seconds += x.shape[-1] / sample_rate
-            energy_in += metrics.band_energies(x, sample_rate)[0].double().cpu()
+            energy_in = metrics.band_energies(x, sample_rate)[0]
             for n in n_quantizers:
                 y = codec(x, n_quantizers=n).audio.float()
-                coh = metrics.phase_coherence(x, y, sample_rate)
-                vals = {
-                    "snr_db": metrics.snr_db(x, y).item(),
-                    "si_snr_db": metrics.si_snr_db(x, y).item(),
-                    "mel_distance": metrics.mel_distance(x, y, sample_rate).item(),
-                    "rms_ratio": metrics.rms_ratio(x, y).item(),
-                    "waveform_corr": float(coh["waveform_corr"]),
-                    "envelope_corr": float(coh["envelope_corr"]),
-                    "in_peak": x.abs().max().item(),
-                    "out_peak": y.abs().max().item(),
-                    "out_min": y.min().item(),
-                    "out_max": y.max().item(),
-                }
-                energy_out[n] += metrics.band_energies(y, sample_rate)[0].double().cpu()
-                acc = sums[n]
-                for k, v in vals.items():
-                    if k in ("out_min",):
-                        acc[k] = min(acc.get(k, math.inf), v)
-                    elif k in ("out_max", "in_peak", "out_peak"):
-                        acc[k] = max(acc.get(k, -math.inf), v)
-                    else:
-                        acc[k] = acc.get(k, 0.0) + v
+                rep = metrics.reconstruction_report(x, y, sample_rate, mel)
+                vals = {k: v[0].item() for k, v in rep.items()}
+                accs[n].add({**vals, "est_min": y.min().item(), "est_max": y.max().item()})
+                accs[n].add_band_energies(energy_in, metrics.band_energies(y, sample_rate)[0])
                 if n == max(n_quantizers) and len(examples) < audio_examples:
                     examples.append((key, x[0].cpu(), y[0].cpu()))
     finally:
@@ -176,11 +161,7 @@ def validate(
         raise RuntimeError("validation split is empty: nothing to validate")
     per = []
     for n in n_quantizers:
-        acc = sums[n]
-        mean = {
-            k: (v / n_items if k not in ("out_min", "out_max", "in_peak", "out_peak") else v)
-            for k, v in acc.items()
-        }
+        mean = accs[n].result()
         per.append(
             BitrateResult(
                 n_quantizers=n,
@@ -188,13 +169,7 @@ def validate(
                 diagnosis=metrics.diagnose(
                     mean["rms_ratio"], mean["waveform_corr"], mean["envelope_corr"]
                 ),
-                band_levels=dict(
-                    zip(
-                        metrics.band_names(sample_rate),
-                        metrics.band_level_ratios(energy_in, energy_out[n]).tolist(),
-                        strict=True,
-                    )
-                ),
+                band_levels=accs[n].band_levels(metrics.band_names(sample_rate)),
                 **mean,
             )
         )

@@ -99,6 +99,7 @@ class Validator:
             cfg.codec.sample_rate,
             self.acc.device,
             audio_examples=cfg.validation.audio_examples,
+            mel=cfg.loss.mel,  # the mel that is trained is the mel that ranks "best"
         )
         wall_s = time.time() - t0
         # the other ranks wait in a barrier meanwhile: a validation nearing the process-group

@@ -69,10 +69,10 @@ def test_codec_config_errors_name_the_field(kwargs, field):
         (DiscriminatorConfig, {"fft_sizes": ()}, "fft_sizes"),
         (DiscriminatorConfig, {"hop_factor": 0.0}, "hop_factor"),
         (LossConfig, {"mel_weight": -1.0}, "mel_weight"),
-        (LossConfig, {"mel_n_mels": (5, 10)}, "mel_n_mels"),
+        (LossConfig, {"mel": {"n_mels": (5, 10)}}, "mel.n_mels"),
         (LossConfig, {"stft_hop_sizes": (50,)}, "stft_hop_sizes"),
         (LossConfig, {"stft_win_lengths": (240, 600, 4096)}, "stft_win_lengths"),
-        (LossConfig, {"mel_fmax": 0.0}, "mel_fmax"),
+        (LossConfig, {"mel": {"fmax": 0.0}}, "mel.fmax"),
     ],
 )
 def test_other_config_errors_name_the_field(cls, kwargs, field):
@@ -90,8 +90,8 @@ def test_loss_defaults_are_dac_recipe():
         cfg.commitment_weight,
     )
     assert weights == (15.0, 2.0, 1.0, 1.0, 0.25)
-    assert cfg.mel_n_mels == (5, 10, 20, 40, 80, 160, 320)
-    assert cfg.mel_window_lengths == (32, 64, 128, 256, 512, 1024, 2048)
+    assert cfg.mel.n_mels == (5, 10, 20, 40, 80, 160, 320)
+    assert cfg.mel.window_lengths == (32, 64, 128, 256, 512, 1024, 2048)
 
 
 def test_discriminator_bands_must_keep_two_frequency_columns():

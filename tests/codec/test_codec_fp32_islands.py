@@ -113,7 +113,7 @@ def test_metrics_mel_distance_is_fp32_under_autocast(make_speech, stft_calls):
 
 def test_default_mel_filters_each_cover_a_bin():
     cfg = LossConfig()
-    for n_fft, n_mels in zip(cfg.mel_window_lengths, cfg.mel_n_mels, strict=True):
+    for n_fft, n_mels in zip(cfg.mel.window_lengths, cfg.mel.n_mels, strict=True):
         fb = mel_filterbank(16000, n_fft, n_mels)
         assert fb.shape == (n_fft // 2 + 1, n_mels)
         assert (fb.sum(dim=0) > 0).all(), f"empty mel filter at n_fft={n_fft}, n_mels={n_mels}"

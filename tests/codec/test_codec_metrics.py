@@ -165,3 +165,32 @@ def test_band_levels_find_a_missing_fundamental():
     assert levels["60-120Hz"] < 1e-3
     assert levels["1000-2000Hz"] == pytest.approx(0.5, abs=1e-3)
     assert all(math.isfinite(v) for v in levels.values())
+
+
+def test_accumulator_combines_clips_one_way():
+    """Weighted means, the largest peak, the lowest minimum; NaN kept or skipped on request."""
+    acc = metrics.MetricAccumulator()
+    acc.add({"snr_db": 10.0, "est_peak": 0.5, "est_min": -0.2}, weight=1)
+    acc.add({"snr_db": 20.0, "est_peak": 0.9, "est_min": -0.1}, weight=3)
+    assert acc.result() == {"snr_db": 17.5, "est_peak": 0.9, "est_min": -0.2}
+    acc.add({"snr_db": math.nan})
+    assert math.isnan(acc.result()["snr_db"])  # validation: a NaN model never looks good
+    skip = metrics.MetricAccumulator(skip_undefined=True)
+    skip.add({"stoi": 0.9})
+    skip.add({"stoi": math.nan})
+    assert skip.result() == {"stoi": 0.9} and skip.undefined == {"stoi": 1}
+    skip.add_band_energies([4.0, 1.0], [1.0, 1.0])
+    skip.add_band_energies([0.0, 3.0], [0.0, 3.0])
+    assert skip.band_levels(["lo", "hi"]) == {"lo": 0.5, "hi": 1.0}
+
+
+def test_mel_distance_follows_the_spec(make_speech):
+    from codec.config import MelSpec
+
+    x = make_speech(0.5, batch=2)
+    y = make_speech(0.5, batch=2, seed=5)
+    spec = MelSpec(n_mels=(20,), window_lengths=(512,), fmax=4000.0)
+    torch.testing.assert_close(
+        metrics.mel_distance(x, y, SR, spec), multiscale_mel_distance(x, y, SR, spec)
+    )
+    assert not torch.allclose(metrics.mel_distance(x, y, SR, spec), metrics.mel_distance(x, y, SR))

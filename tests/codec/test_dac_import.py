@@ -20,14 +20,8 @@ import torch
 
 from codec.build import build_codec
 from codec.config import CodecConfig
-from codec.dac_import import (
-    DAC_RELEASED,
-    config_from_dac_kwargs,
-    decoder_lengths,
-    import_dac,
-    load_pretrained,
-    main,
-)
+from codec.dac_convert import DAC_RELEASED, config_from_dac_kwargs, decoder_lengths
+from codec.dac_import import import_dac, load_pretrained, main
 from codec.export_format import load_exported
 from telucodec.errors import UserInputError
 from tests.benchmarks.test_refs import REF_PYTHON, REF_VENV

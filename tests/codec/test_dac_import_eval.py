@@ -9,7 +9,8 @@ import soundfile as sf
 import torch
 
 from codec.build import build_codec
-from codec.dac_import import config_from_dac_kwargs, import_dac
+from codec.dac_convert import config_from_dac_kwargs
+from codec.dac_import import import_dac
 from infer import eval as ev
 from tests.codec.conftest import speech_like
 from tests.codec.test_dac_import import TINY_KWARGS, to_dac_state

@@ -3,7 +3,7 @@
 Random ``DacModel`` instances (every parameter perturbed, so a swapped Snake or bias would
 show) are saved with ``save_pretrained``, imported, and compared on the same input with
 transformers' own encode/decode: codes identical, audio equal to float rounding over the
-samples :func:`codec.dac_import.decoder_lengths` says agree.
+samples :func:`codec.dac_convert.decoder_lengths` says agree.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from codec.build import build_codec
-from codec.dac_import import decoder_lengths, load_pretrained
+from codec.dac_convert import decoder_lengths
+from codec.dac_import import load_pretrained
 from telucodec.errors import UserInputError
 from tests.codec.conftest import speech_like
 

@@ -7,9 +7,9 @@ import torch
 
 from codec.build import build_codec
 from codec.config import CodecConfig
+from codec.export_format import export_state_dict
 from infer.fast import strip_weight_norm
 from tests.infer._inferdata import TINY
-from trainer.export import export_state_dict
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ def tc(tiny_export):
 def test_load_folds_weight_norm_and_keeps_outputs(tiny_export, tc):
     from torch.nn.utils import parametrize
 
-    from trainer.export import load_exported
+    from codec.export_format import load_exported
 
     assert not any(parametrize.is_parametrized(m) for m in tc.codec.modules())
     ref, _ = load_exported(tiny_export)

@@ -14,11 +14,11 @@ import soundfile as sf
 from safetensors.torch import load_file
 
 from codec.config import CodecConfig
+from codec.export_format import WEIGHTS, ExportError, export_state_dict
 from infer import cli
 from infer import eval as infer_eval
 from infer.api import TeluCodec
 from tests.infer._inferdata import SR, TINY, speech
-from trainer.export import WEIGHTS, ExportError, export_state_dict
 
 
 @pytest.fixture

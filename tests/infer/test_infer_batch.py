@@ -10,19 +10,17 @@ import torch
 
 from infer import batch
 from infer.api import TeluCodec
-from tests.infer._inferdata import SR, speech
+from tests.infer._inferdata import SR, decode_stream, encode_stream, speech
 
 
 @pytest.mark.parametrize("batch_windows", [2, 5, 64])
 def test_batched_encode_and_decode_equal_unbatched(codec, batch_windows):
     x = speech(3.03, seed=5)  # 152 frames: the last window is short, the first too
-    one = np.concatenate(list(batch.encode_stream(codec, [x], 4, 25)), axis=1)
-    many = np.concatenate(
-        list(batch.encode_stream(codec, [x], 4, 25, batch_windows=batch_windows)), 1
-    )
+    one = np.concatenate(list(encode_stream(codec, [x], 4, 25)), axis=1)
+    many = np.concatenate(list(encode_stream(codec, [x], 4, 25, batch_windows=batch_windows)), 1)
     np.testing.assert_array_equal(many, one)
-    y1 = np.concatenate(list(batch.decode_stream(codec, one, 25)))
-    yb = np.concatenate(list(batch.decode_stream(codec, one, 25, batch_windows=batch_windows)))
+    y1 = np.concatenate(list(decode_stream(codec, one, 25)))
+    yb = np.concatenate(list(decode_stream(codec, one, 25, batch_windows=batch_windows)))
     assert yb.shape == y1.shape == (152 * 320,)
     assert np.abs(yb - y1).max() < 1e-5
 

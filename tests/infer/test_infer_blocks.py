@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from infer import batch, blocks
-from tests.infer._inferdata import speech
+from infer import blocks
+from tests.infer._inferdata import decode_stream, encode_stream, speech
 
 
 def test_receptive_field_bounds_hold(codec):
@@ -37,7 +37,7 @@ def test_blocked_encode_equals_whole(codec, block_frames):
     rng = np.random.default_rng(block_frames)
     cuts = np.sort(rng.integers(0, len(x), 6))
     pieces = np.split(x, cuts)  # arbitrary input blocks, including empty ones
-    got = np.concatenate(list(batch.encode_stream(codec, pieces, 4, block_frames)), axis=1)
+    got = np.concatenate(list(encode_stream(codec, pieces, 4, block_frames)), axis=1)
     assert got.shape == tuple(whole.shape[1:])
     np.testing.assert_array_equal(got, whole[0].numpy())
 
@@ -48,7 +48,7 @@ def test_blocked_decode_equals_whole_within_tolerance(codec):
     with torch.inference_mode():
         whole = codec.decode(torch.from_numpy(codes)[None])[0, 0].numpy()
     for block_frames in (5, 40, 200):
-        got = np.concatenate(list(batch.decode_stream(codec, codes, block_frames)))
+        got = np.concatenate(list(decode_stream(codec, codes, block_frames)))
         assert got.shape == whole.shape
         assert np.abs(got - whole).max() < 1e-5
 
@@ -59,7 +59,7 @@ def test_too_little_context_shows_seams(codec):
     codes = rng.integers(0, 64, size=(4, 100))
     with torch.inference_mode():
         whole = codec.decode(torch.from_numpy(codes)[None])[0, 0].numpy()
-    got = np.concatenate(list(batch.decode_stream(codec, codes, 20, context=0)))
+    got = np.concatenate(list(decode_stream(codec, codes, 20, context=0)))
     assert np.abs(got - whole).max() > 1e-3
 
 

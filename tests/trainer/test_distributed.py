@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from codec.export_format import load_exported
 from tests.trainer._runs import logged_steps
-from trainer.export import load_exported
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

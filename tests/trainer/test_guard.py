@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from codec.export_format import load_exported
 from shards.reader import make_train_loader
 from tests.trainer._runs import debug_config
 from trainer.alarms import AlarmLog, Guard, batch_levels_dbfs
 from trainer.checkpoint import TrainState, find_latest
 from trainer.config import GuardConfig, SnrFloor
 from trainer.cost import CostMeter, project_cost
-from trainer.export import load_exported
 from trainer.train import NonFiniteStop, train
 
 

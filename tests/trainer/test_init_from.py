@@ -11,7 +11,7 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file
 
 from codec.build import build_codec, build_discriminator
-from codec.dac_import import DAC_RELEASED, architecture_mismatch, config_from_dac_kwargs
+from codec.dac_convert import DAC_RELEASED, architecture_mismatch, config_from_dac_kwargs
 from codec.export_format import export_state_dict, read_export
 from tests.codec.test_dac_import import TINY_KWARGS, to_dac_state
 from tests.trainer._runs import debug_config

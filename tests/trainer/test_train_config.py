@@ -60,7 +60,7 @@ def test_old_script_flags():
     )
     assert tree == {
         "data": {"batch_size": 8, "segment_samples": 16000},
-        "optim": {"lr_g": 3e-4},
+        "optim": {"lr_g": 3e-4, "lr_d": 3e-4},
         "codec": {"sample_rate": 16000},
         "run": {"output_dir": "ck", "name": "exp"},
         "wandb": {"enabled": True},
@@ -116,3 +116,25 @@ def test_bare_no_is_a_precision_not_a_bool():
     # YAML 1.1 reads `no` as False; the str field must still get "no" (fp32)
     assert load_config("configs/debug.yaml", ["run.precision=no"]).run.precision == "no"
     assert load_config("configs/debug.yaml", ["run.precision=bf16"]).run.precision == "bf16"
+
+
+def test_learning_rate_flag_sets_both_optimizers():
+    """The old scripts' one learning rate is both rates, not the generator's alone."""
+    cfg = load_config("configs/debug.yaml", ["--learning_rate", "3e-4"])
+    assert cfg.optim.lr_g == cfg.optim.lr_d == 3e-4
+
+
+def test_mel_spec_is_one_nested_section_that_round_trips(tmp_path):
+    cfg = load_config("configs/debug.yaml", ["loss.mel.fmax=6000", "loss.mel.mag_weight=0.5"])
+    assert cfg.loss.mel.n_mels == (10, 20, 40) and cfg.loss.mel.window_lengths == (128, 256, 512)
+    assert cfg.loss.mel.fmax == 6000 and cfg.loss.mel.mag_weight == 0.5
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml").loss.mel == cfg.loss.mel
+
+
+@pytest.mark.parametrize("old, new", [("mel_n_mels", "n_mels"), ("mel_fmax", "fmax")])
+def test_old_flat_mel_keys_name_the_new_key(old, new):
+    with pytest.raises(ConfigError, match=rf"`loss\.{old}` is now `loss\.mel\.{new}`"):
+        config_from_dict({"loss": {old: [10, 20]}})
+    with pytest.raises(ConfigError, match=rf"`loss\.mel\.{new}`"):
+        load_config("configs/debug.yaml", [f"loss.{old}=8000"])

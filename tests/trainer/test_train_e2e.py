@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from codec.export_format import load_exported
 from telucodec.errors import UserInputError
 from tests.trainer._runs import debug_config, logged_steps
 from trainer.checkpoint import find_latest, read_checkpoint_info
-from trainer.export import load_exported
 from trainer.train import main, train
 
 
@@ -27,7 +27,7 @@ def test_train_validate_checkpoint_export(tiny_shards, tmp_path):
     assert [r.n_quantizers for r in res.validation.per_bitrate] == [1, 2, 4]
     for r in res.validation.per_bitrate:
         assert math.isfinite(r.snr_db) and math.isfinite(r.mel_distance) and r.diagnosis
-        assert -1.0 < r.out_min <= r.out_max < 1.0  # tanh output range
+        assert -1.0 < r.est_min <= r.est_max < 1.0  # tanh output range
     # checkpoints: the latest is complete and names its step; keep_last=2 pruned nothing yet
     latest = find_latest(cfg.run.run_dir / "checkpoints")
     assert latest is not None and latest.name == "step_00000004"

@@ -46,3 +46,28 @@ def test_band_levels_show_where_the_level_is_lost():
     table = res.table()
     assert "level out/in by band (Hz): 0-60  60-120  120-250" in table
     assert any(line.strip().startswith("4 kbps") and "0.50" in line for line in table.splitlines())
+
+
+class Darker(nn.Module):
+    """A fixed, level- and spectrum-changing 'reconstruction' (whatever the codebook count)."""
+
+    def forward(self, x, n_quantizers):
+        return SimpleNamespace(audio=0.5 * x + 0.02 * torch.roll(x, 7, dims=-1))
+
+
+def test_mel_distance_is_the_configured_training_mel():
+    """Validation's mel distance (which ranks "best") is the loss's mel term under the run's
+    ``loss.mel`` spec, not the default spec."""
+    from codec.build import build_generator_loss
+    from codec.config import LossConfig, MelSpec
+
+    spec = MelSpec(n_mels=(20, 40), window_lengths=(256, 512), fmin=50.0, fmax=6000.0, pow=2.0)
+    loss = build_generator_loss(LossConfig(mel=spec), SR)
+    x = next(_items())[1].reshape(1, 1, -1)
+    y = Darker()(x, 1).audio
+    trained = loss(x, y, SimpleNamespace(codebook_loss=torch.zeros(()),
+                                         commitment_loss=torch.zeros(())))[1]["mel"]  # fmt: skip
+    res = validate(Darker(), [("a", x[0], {})], [1], {1: 2.0}, SR, torch.device("cpu"), mel=spec)
+    assert math.isclose(res.at(1).mel_distance, trained.item(), rel_tol=1e-5)
+    default = validate(Darker(), [("a", x[0], {})], [1], {1: 2.0}, SR, torch.device("cpu"))
+    assert not math.isclose(default.at(1).mel_distance, trained.item(), rel_tol=1e-2)
