@@ -6,7 +6,7 @@
 1. data vs config: both splits hold samples (training validates on ``val``), the
    manifest's sample rate and loudness target vs the config, one fixed training batch
    within full scale (the decoder ends in tanh, so it can never produce
-   |x| >= 1) and free of NaN, segment length a multiple of the hop;
+   |x| >= 1) and free of NaN (the segment length is the config's own check);
 2. overfit that one batch with the configured model, precision and mel/VQ losses plus a
    waveform L1 term (no GAN: see :class:`trainer.config.PreflightConfig` for why) for
    ``preflight.steps`` steps; it passes when the batch's SNR climbs above
@@ -89,13 +89,43 @@ def split_problem(manifest: Manifest, shards: object) -> str | None:
     return None
 
 
-def require_usable_splits(manifest: Manifest, shards: object) -> None:
-    """Raise :class:`ConfigError` (one line: what and how to fix it) unless both splits hold
-    samples. The trainer calls this before step 1, so a run cannot train for thousands of
-    steps and die at its first validation."""
-    problem = split_problem(manifest, shards)
-    if problem is not None:
-        raise ConfigError(problem)
+def manifest_checks(cfg: ExperimentConfig, m: Manifest) -> list[Check]:
+    """The shard set against the config: both splits hold samples, and the shards have the
+    codec's sample rate and the loudness target the config expects. Preflight reports them;
+    the trainer refuses the first that fails before step 1 (:func:`require_manifest_matches`),
+    so a run cannot train for thousands of steps and die at its first validation."""
+    problem = split_problem(m, cfg.data.shards)
+    want = cfg.data.loudness_target_lufs
+    return [
+        Check(
+            "splits",
+            problem is None,
+            problem
+            or f"train {m.splits['train'].samples} chunks, val {m.splits['val'].samples} chunks",
+        ),
+        Check(
+            "sample rate",
+            m.sample_rate == cfg.codec.sample_rate,
+            f"shards {m.sample_rate} Hz, codec.sample_rate {cfg.codec.sample_rate} Hz",
+        ),
+        Check(
+            "loudness target",
+            want is None or abs(want - m.loudness_target_lufs) <= 0.5,
+            f"shards normalised to {m.loudness_target_lufs} LUFS"
+            + (f", config expects {want} LUFS" if want is not None else " (config: any)"),
+        ),
+    ]
+
+
+def require_manifest_matches(cfg: ExperimentConfig, m: Manifest) -> None:
+    """Raise :class:`ConfigError` (one line: what and how to fix it) for the first of
+    :func:`manifest_checks` that fails."""
+    for c in manifest_checks(cfg, m):
+        if c.ok:
+            continue
+        if c.name == "splits":  # its detail names the shard set and the fix
+            raise ConfigError(c.detail)
+        raise ConfigError(f"{cfg.data.shards}: {c.name} does not match the config: {c.detail}")
 
 
 def fixed_batch(cfg: ExperimentConfig) -> torch.Tensor:
@@ -119,38 +149,7 @@ def fixed_batch(cfg: ExperimentConfig) -> torch.Tensor:
 
 def check_data(cfg: ExperimentConfig, x: torch.Tensor) -> list[Check]:
     """Manifest and one batch vs the config (see module docstring)."""
-    m = load_manifest(cfg.data.shards)
-    problem = split_problem(m, cfg.data.shards)
-    checks = [
-        Check(
-            "splits",
-            problem is None,
-            problem
-            or f"train {m.splits['train'].samples} chunks, val {m.splits['val'].samples} chunks",
-        ),
-        Check(
-            "sample rate",
-            m.sample_rate == cfg.codec.sample_rate,
-            f"shards {m.sample_rate} Hz, codec.sample_rate {cfg.codec.sample_rate} Hz",
-        ),
-    ]
-    want = cfg.data.loudness_target_lufs
-    checks.append(
-        Check(
-            "loudness target",
-            want is None or abs(want - m.loudness_target_lufs) <= 0.5,
-            f"shards normalised to {m.loudness_target_lufs} LUFS"
-            + (f", config expects {want} LUFS" if want is not None else " (config: any)"),
-        )
-    )
-    hop = cfg.codec.hop_length
-    checks.append(
-        Check(
-            "segment length",
-            cfg.data.segment_samples % hop == 0,
-            f"data.segment_samples {cfg.data.segment_samples} vs hop {hop} samples",
-        )
-    )
+    checks = manifest_checks(cfg, load_manifest(cfg.data.shards))
     finite = bool(torch.isfinite(x).all())
     checks.append(Check("finite samples", finite, "no NaN/Inf" if finite else "NaN/Inf in batch"))
     peak = float(x.abs().max()) if finite else math.nan
@@ -178,10 +177,28 @@ def _batch_snr_rms(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     return snr, rms
 
 
+@dataclass
+class _Fit:
+    """What overfitting one batch did: the (step, SNR dB, RMS ratio) curve, the mel loss at
+    the first and last step, the step where the loss became non-finite (or None)."""
+
+    history: list[tuple[int, float, float]]
+    mel0: float
+    mel: float
+    nonfinite_at: int | None
+    lr: float
+    precision: str
+
+
 def overfit(
     cfg: ExperimentConfig, x: torch.Tensor, device: torch.device
 ) -> tuple[list[Check], list[tuple[int, float, float]]]:
     """Train a fresh codec on ``x`` ``[B, 1, T]`` alone; returns checks and the curve."""
+    fit = _fit(cfg, x, device)
+    return _diagnose(cfg, fit, float(x.abs().max())), fit.history
+
+
+def _fit(cfg: ExperimentConfig, x: torch.Tensor, device: torch.device) -> _Fit:
     p = cfg.preflight
     from trainer.engine import resolve_precision
 
@@ -198,41 +215,45 @@ def overfit(
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     x = x.to(device)
     every = max(1, p.steps // 8)
-    history: list[tuple[int, float, float]] = []
-    mel0 = mel = math.nan
+    fit = _Fit([], math.nan, math.nan, None, lr, precision)
 
     def evaluate(step: int) -> None:
         codec.eval()
         with torch.no_grad():
             y = codec(x, n_quantizers=cfg.codec.n_codebooks).audio.float()
         codec.train()
-        history.append((step, *_batch_snr_rms(x, y)))
+        fit.history.append((step, *_batch_snr_rms(x, y)))
 
     evaluate(0)
-    nonfinite = False
     for step in range(1, p.steps + 1):
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = codec(x)
         loss, terms = loss_fn(x, out.audio, out)
         if not torch.isfinite(loss):
-            nonfinite = True
+            fit.nonfinite_at = step
             break
-        mel = float(terms["mel"])
-        mel0 = mel if math.isnan(mel0) else mel0
+        fit.mel = float(terms["mel"])
+        fit.mel0 = fit.mel if math.isnan(fit.mel0) else fit.mel0
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         if step % every == 0 or step == p.steps:
             evaluate(step)
-    _, snr, rms = history[-1]
-    best = max(h[1] for h in history)
-    peak = float(x.abs().max())
+    return fit
+
+
+def _diagnose(cfg: ExperimentConfig, fit: _Fit, peak: float) -> list[Check]:
+    """The two overfit checks and, when one fails, the most likely reason why."""
+    p, precision, mel0, mel = cfg.preflight, fit.precision, fit.mel0, fit.mel
+    _, snr, rms = fit.history[-1]
+    best = max(h[1] for h in fit.history)
+    nonfinite = fit.nonfinite_at is not None
     snr_ok = not nonfinite and snr >= p.min_snr_db
     if nonfinite:
         why = (
-            f"the loss became non-finite at step {step}: precision ({precision}: fp16 "
-            "overflow) or a learning rate far too high"
+            f"the loss became non-finite at step {fit.nonfinite_at}: precision ({precision}: "
+            "fp16 overflow) or a learning rate far too high"
         )
     elif snr_ok:
         why = "the model can fit this batch"
@@ -257,7 +278,7 @@ def overfit(
             "overfit SNR",
             snr_ok,
             f"{snr:.2f} dB after {p.steps} steps (best {best:.2f}, need >= {p.min_snr_db}) at "
-            f"lr {lr:g}, precision {precision}: {why}",
+            f"lr {fit.lr:g}, precision {precision}: {why}",
         )
     ]
     rms_ok = not nonfinite and abs(rms - 1) <= p.rms_tolerance
@@ -281,7 +302,7 @@ def overfit(
             f"{rms:.3f} (need 1 +- {p.rms_tolerance}, input peak {peak:.2f}): {rms_why}",
         )
     )
-    return checks, history
+    return checks
 
 
 def run_preflight(cfg: ExperimentConfig, device: torch.device | None = None) -> PreflightResult:
@@ -299,7 +320,7 @@ def run_preflight(cfg: ExperimentConfig, device: torch.device | None = None) -> 
         x = fixed_batch(cfg)
         checks = check_data(cfg, x)
         history: list[tuple[int, float, float]] = []
-        if all(c.ok for c in checks if c.name in ("finite samples", "segment length")):
+        if all(c.ok for c in checks if c.name == "finite samples"):
             more, history = overfit(cfg, x, device)
             checks += more
     ok = all(c.ok for c in checks)

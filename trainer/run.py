@@ -31,10 +31,10 @@ from trainer.checkpoint import (
     find_latest,
     read_checkpoint_info,
 )
-from trainer.config import ConfigError, ExperimentConfig, config_to_yaml
+from trainer.config import ExperimentConfig, config_to_yaml
 from trainer.cost import CostMeter
 from trainer.engine import GanEngine, build_accelerator, resolve_precision
-from trainer.preflight import require_usable_splits
+from trainer.preflight import require_manifest_matches
 from trainer.step import build_step_objects
 from trainer.step_logger import StepLogger
 from trainer.stopping import StopRequest
@@ -70,7 +70,7 @@ def build_run(cfg: ExperimentConfig, resume: str | None, stop: StopRequest) -> R
     acc = build_accelerator(cfg)
     setup_logging(acc)
     manifest = load_manifest(cfg.data.shards)
-    check_manifest(cfg, manifest)
+    require_manifest_matches(cfg, manifest)  # rate, loudness, both splits: before step 1
     ckpt_root = cfg.run.run_dir / "checkpoints"
     resume_from = resume_point(ckpt_root, resume)
     config_yaml = config_to_yaml(cfg)
@@ -119,23 +119,6 @@ def setup_logging(accelerator: Accelerator) -> None:
     )
     # Accelerate reports every file it saves at INFO; our own line per checkpoint suffices.
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-
-
-def check_manifest(cfg: ExperimentConfig, manifest: Manifest) -> None:
-    """Refuse shards made for another sample rate or loudness target than the config's, or
-    with an empty split (training validates on ``val``: not at the first validation)."""
-    require_usable_splits(manifest, cfg.data.shards)
-    if manifest.sample_rate != cfg.codec.sample_rate:
-        raise ConfigError(
-            f"config field `codec.sample_rate`: {cfg.codec.sample_rate} Hz but the shards in "
-            f"{cfg.data.shards} are {manifest.sample_rate} Hz"
-        )
-    want_lufs = cfg.data.loudness_target_lufs
-    if want_lufs is not None and abs(want_lufs - manifest.loudness_target_lufs) > 0.5:
-        raise ConfigError(
-            f"config field `data.loudness_target_lufs`: {want_lufs} LUFS but the shards in "
-            f"{cfg.data.shards} were normalised to {manifest.loudness_target_lufs} LUFS"
-        )
 
 
 def resume_point(ckpt_root: Path, resume: str | None) -> Path | None:
