@@ -35,6 +35,7 @@ CRC), so reading a file never allocates more than a small multiple of its size.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import struct
@@ -166,8 +167,10 @@ class CodeFile:
         try:
             tmp.write_bytes(data)
             os.replace(tmp, p)
-        except OSError as e:  # a read-only or full output folder: stop, naming it
-            raise environment_fault(e, e.filename or p, "writing the code file") from e
+        except OSError as e:  # a read-only or full output folder: stop, naming the file asked for
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise environment_fault(e, p, "writing the code file") from e
         return len(data)
 
     @classmethod

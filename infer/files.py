@@ -185,10 +185,7 @@ def encode_jobs(tc: CodecRunner, jobs: list[tuple], n_q: int) -> Iterator[FileRe
         cf = tc.make_codefile(np.concatenate(codes.pop(w.key), axis=1), n, info.sample_rate,
                               info.frames, info.channels, plan)  # fmt: skip
         if dst is not None:
-            try:
-                cf.save(dst)
-            except OSError as e:
-                raise output_fault(e, dst, "writing the code file") from e
+            cf.save(dst)  # a refused write is an EnvironmentFault naming dst
         yield FileResult(src, dst, cf)
         done = w.key + 1
         codes.clear()  # drops the partial codes of any input that failed midway
