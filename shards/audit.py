@@ -11,10 +11,11 @@ Every member is read and every shard checked against the sha256 prep recorded in
 manifest (for local shards): a truncated or corrupt tar, an undecodable FLAC or a changed
 shard is listed by file and key, never a traceback.
 
-Exit status 1 when something would break training (:func:`problems`): damaged shards or
-samples, samples at or over full scale, NaN, a chunk whose rate differs from the manifest, or
-a level spread far from the loudness target (the signature of per-clip peak normalisation or of a skipped/doubled
-gain); 0 otherwise (warnings are printed but do not fail).
+Exit status 2 when shards or samples are damaged (the report lists them all; one error line
+names the first), 1 when something else would break training (:func:`problems`): samples at
+or over full scale, NaN, a chunk whose rate differs from the manifest, or a level spread far
+from the loudness target (the signature of per-clip peak normalisation or of a
+skipped/doubled gain); 0 otherwise (warnings are printed but do not fail).
 """
 
 from __future__ import annotations
@@ -383,6 +384,13 @@ def _audit(args: argparse.Namespace) -> int:
             )
     except OSError as e:  # a read-only or full folder: the environment, not a bug
         raise environment_fault(e, e.filename, "writing the audit output") from e
+    if rep.damaged:
+        # every member was read and the report above lists all damage; the error line names
+        # the first, so a script sees exit 2 and a person sees where to look
+        more = len(rep.damaged) - 1
+        raise UserInputError(
+            rep.damaged[0] + (f" (and {more} more damaged, listed above)" if more else "")
+        )
     return 1 if rep.problems() else 0
 
 
