@@ -27,8 +27,7 @@ from pathlib import Path
 
 from telucodec.errors import run_cli
 from trainer import export
-from trainer.config import ExperimentConfig, config_to_yaml, load_config, save_config
-from trainer.engine import build_accelerator, resolve_precision
+from trainer.config import ExperimentConfig, config_to_yaml, load_config
 from trainer.init_from import generator_frozen
 from trainer.run import Run, build_run
 from trainer.step import gan_step
@@ -199,7 +198,7 @@ def _main(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-__all__ = ["train", "main", "TrainResult", "save_config", "build_accelerator", "resolve_precision"]
+__all__ = ["train", "main", "TrainResult", "NonFiniteStop"]
 
 if __name__ == "__main__":
     sys.exit(main())
