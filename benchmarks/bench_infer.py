@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -85,9 +86,13 @@ def file_loudness(path: Path, rate: int) -> tuple[float, int]:
 
 
 def payload_table(tc: TeluCodec) -> list[str]:
+    """Payload bytes against the bits of the frames held (packing overhead) and against
+    ``seconds * kbps`` (which also counts the extra frame a signal ending within the
+    decoder's ``tail`` of a frame boundary needs, as these whole-second signals do)."""
     rows = [
-        "| n_q | kbps | seconds | payload bytes | nominal bytes | error |",
-        "|---|---|---|---|---|---|",
+        "| n_q | kbps | seconds | frames | payload bytes | frames' bytes | packing "
+        "| seconds x kbps / 8 | vs seconds x kbps |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for seconds in (10.0, 60.0):
         x = synth.speech_like(seconds, tc.sample_rate, seed=1)
@@ -95,8 +100,10 @@ def payload_table(tc: TeluCodec) -> list[str]:
         for n in sorted({1, tc.default_n_quantizers, tc.n_codebooks}):
             cf_n = type(cf)(**{**cf.__dict__, "codes": cf.codes[:n]})
             got = len(cf_n.to_bytes()) - HEADER_BYTES
+            held = math.ceil(cf.n_frames * n * cf.bits / 8)  # whole bytes: <= 7 pad bits
             nominal = tc.bitrate_kbps(n) * 1000 * seconds / 8
-            rows.append(f"| {n} | {tc.bitrate_kbps(n):g} | {seconds:g} | {got} | {nominal:.0f} | "
+            rows.append(f"| {n} | {tc.bitrate_kbps(n):g} | {seconds:g} | {cf.n_frames} | {got} | "
+                        f"{held} | {100 * (got - held) / held:+.2f}% | {nominal:.0f} | "
                         f"{100 * (got - nominal) / nominal:+.2f}% |")  # fmt: skip
     return rows
 

@@ -75,8 +75,8 @@ class CodecConfig:
         self.decoder_rates = _as_tuple(self.decoder_rates)
         _check(self.sample_rate > 0, "sample_rate", f"must be > 0 Hz, got {self.sample_rate}")
         _check(self.encoder_dim >= 1, "encoder_dim", f"must be >= 1, got {self.encoder_dim}")
-        # Stride 1 is refused: the transposed conv's length arithmetic (kernel 2*stride,
-        # padding ceil(stride/2), output_padding stride % 2) needs stride >= 2.
+        # Stride 1 is refused: with DAC's kernel 2*stride and padding ceil(stride/2) an
+        # encoder conv of stride 1 would lengthen its input by one sample, not keep it.
         _check_positive_ints(self.encoder_rates, "encoder_rates", minimum=2)
         _check_positive_ints(self.decoder_rates, "decoder_rates", minimum=2)
         _check(

@@ -12,8 +12,6 @@ back the same weight to float rounding.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -312,34 +310,3 @@ def architecture_mismatch(a: CodecConfig, b: CodecConfig) -> list[tuple[str, obj
         if va != vb:
             out.append((name.removeprefix("resolved_"), va, vb))
     return out
-
-
-# --------------------------------------------------------------------------- lengths
-
-
-def decoder_lengths(decoder_rates: tuple[int, ...], frames: int) -> tuple[int, int, int]:
-    """``(ours, dac, exact)`` for ``frames`` code frames: the samples our decoder gives,
-    the samples DAC's gives, and how many leading samples agree to float rounding.
-
-    Derivation: DAC's transposed conv (kernel ``2s``, padding ``p = ceil(s/2)``) yields
-    ``s*n - 1`` samples for an odd stride ``s``; ours adds ``output_padding = 1``, an extra
-    last sample that DAC's next layers replace by zero padding. From that sample on, every
-    layer spreads the difference backwards by its right reach: ``3 * dilation`` for each
-    residual unit (kernel 7, dilations 1, 3, 9), ``c -> c*s - p`` for a transposed conv,
-    3 for the last conv.
-    """
-    ours = dac = frames
-    exact: int | None = None  # first sample index that may differ (None: none yet)
-    for s in decoder_rates:
-        p = math.ceil(s / 2)
-        ours = ours * s
-        dac = (dac - 1) * s - 2 * p + 2 * s
-        if exact is not None:
-            exact = exact * s - p
-        if dac < ours and exact is None:
-            exact = dac
-        if exact is not None:
-            exact = min(exact, dac) - (3 + 9 + 27)
-    if exact is not None:
-        exact -= 3  # the final kernel-7 conv
-    return ours, dac, dac if exact is None else max(0, exact)

@@ -16,16 +16,12 @@ The mapping onto our generator (:mod:`codec.dac_convert`) is strict: every sourc
 is used exactly once, every target tensor is filled, every shape is checked, and an error
 names the key.
 
-**One architectural difference: output length.** For odd decoder strides (the 5 of the 16
-and 24 kHz models) DAC's transposed convolution gives ``stride * n - 1`` samples where ours
-gives ``stride * n`` (``output_padding``, so a frame is exactly ``hop`` samples). So from
-``F`` frames DAC decodes ``F * hop - 8`` samples (16/24 kHz) and we decode ``F * hop``; the
-samples agree to float rounding except the last few hundred (445 at 16/24 kHz, 28 ms at
-16 kHz), which in DAC see zero padding where ours see the extra sample
-(:func:`codec.dac_convert.decoder_lengths` computes both lengths and the exact prefix;
-the tests check it).
-The 44.1 kHz model's strides are all even: same length, same samples. Encoders and codes
-are identical.
+**Output length.** Our decoder is DAC's layer for layer, including its transposed
+convolutions (kernel ``2 * stride``, padding ``ceil(stride / 2)``), which give ``stride * n
+- 1`` positions for an odd stride (the 5 of the 16 and 24 kHz models). So from ``F`` frames
+both decode ``F * hop - 8`` samples at 16/24 kHz (``F * hop`` at 44.1 kHz), and every sample
+agrees to float rounding; the tests check the whole length. :meth:`Codec.frames_for` gives
+the frames that cover a signal, which inference encodes.
 
 **Level.** DAC was trained on audio normalised to -16 LUFS (its ``VolumeNorm`` transform)
 and its ``compress`` normalises to -16 LUFS, so the export records -16 LUFS; inference
@@ -59,9 +55,9 @@ from codec.dac_convert import (
     config_from_dac_kwargs,
     config_from_hf,
     convert_state_dict,
-    decoder_lengths,
 )
 from codec.export_format import export_state_dict, is_export, read_export
+from codec.generator import decoder_shortfall
 from telucodec.errors import UserInputError, environment_fault, run_cli
 
 # DAC was trained at this loudness and its compress() normalises to it (see module doc).
@@ -227,18 +223,16 @@ def _describe(pre: Pretrained, out: Path) -> str:
     cfg = pre.config
     meta = json.loads((out / "codec.json").read_text())
     params = sum(t.numel() for k, t in pre.state_dict.items() if k not in FRESH_BUFFERS)
-    ours, dac, exact = decoder_lengths(cfg.decoder_rates, 100)
     lines = [
         f"imported {pre.kind} weights from {pre.source} -> {out}",
         f"model id {meta['model_id']}; {params / 1e6:.1f} M parameters",
         f"codec: {cfg.summary()}",
         f"level: {pre.loudness_target_lufs:g} LUFS, peak ceiling {pre.peak_ceiling_dbfs:g} dBFS",
     ]
-    if dac != ours:
+    if (tail := decoder_shortfall(cfg.decoder_rates)) > 0:
         lines.append(
-            f"length: from F frames this decoder gives F*{cfg.hop_length} samples, DAC's "
-            f"{ours - dac} fewer; all but the last {ours - exact} agree to float rounding "
-            "(odd decoder stride: see codec/dac_import.py)"
+            f"length: as DAC's, F frames decode to F*{cfg.hop_length} - {tail} samples "
+            "(odd decoder stride; inference encodes the frames that cover the input)"
         )
     lines += [f"note: {n}" for n in pre.notes]
     return "\n".join(lines)

@@ -138,6 +138,17 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def decoder_shortfall(decoder_rates: tuple[int, ...]) -> int:
+    """Samples by which the decoder's output falls short of ``frames * hop``.
+
+    Each upsampling layer maps ``L`` to ``L * r - r % 2`` (:func:`codec.layers.upsample_conv`,
+    DAC's layer), and a position missing after layer ``i`` is ``prod(r[i+1:])`` samples at
+    the output; so the shortfall is ``sum(r_i % 2 * prod(r[i+1:]))`` whatever ``F``: 8 for
+    DAC's 16 kHz rates (8, 5, 4, 2), as DAC's own decoder gives ``320 F - 8``.
+    """
+    return sum(r % 2 * math.prod(decoder_rates[i + 1 :]) for i, r in enumerate(decoder_rates))
+
+
 class Codec(nn.Module):
     """Encoder -> residual VQ -> decoder (DAC family).
 
@@ -185,28 +196,44 @@ class Codec(nn.Module):
             usage_decay=usage_decay,
         )
         self.decoder = Decoder(latent_dim, decoder_dim, tuple(decoder_rates))
+        self.tail = decoder_shortfall(decoder_rates)
         self.apply(_init_weights)
 
     @property
     def n_codebooks(self) -> int:
         return self.quantizer.n_codebooks
 
-    def _pad(self, audio: Tensor) -> Tensor:
+    def decoded_length(self, frames: int) -> int:
+        """Samples the decoder makes from ``frames`` code frames: ``frames * hop - tail``
+        (``tail``: see :func:`decoder_shortfall`; 8 for the 16 kHz model, 0 for 44.1 kHz)."""
+        return frames * self.hop_length - self.tail
+
+    def frames_for(self, samples: int) -> int:
+        """Code frames needed for the decoder to cover ``samples`` input samples: ``ceil((T
+        + tail) / hop)``. One more than ``ceil(T / hop)`` only when ``T`` ends within
+        ``tail`` samples of a frame boundary."""
+        return -(-(samples + self.tail) // self.hop_length)
+
+    def _pad(self, audio: Tensor, cover: bool) -> Tensor:
+        """Zero-pad ``[B, 1, T]`` on the right to whole frames: :meth:`frames_for` ``(T)``
+        when ``cover`` (the decoder's output then covers ``T``), else ``ceil(T / hop)``."""
         if audio.dim() != 3 or audio.shape[1] != 1:
             raise ValueError(f"audio: expected shape [B, 1, T], got {tuple(audio.shape)}")
-        right = (-audio.shape[-1]) % self.hop_length
+        length = audio.shape[-1]
+        frames = self.frames_for(length) if cover else -(-length // self.hop_length)
+        right = frames * self.hop_length - length
         return F.pad(audio, (0, right)) if right else audio
 
     def forward(self, audio: Tensor, n_quantizers: int | None = None) -> CodecOutput:
         """Reconstruct ``audio`` ``[B, 1, T]``.
 
-        ``T`` is zero-padded on the right up to a multiple of the hop and the output is
-        cropped back to ``T``. In training mode with ``n_quantizers=None``, quantizer dropout
-        applies (see :class:`ResidualVectorQuantizer`); an explicit ``n_quantizers`` always
-        wins.
+        ``T`` is zero-padded on the right to :meth:`frames_for` ``(T)`` whole frames, so the
+        decoder's output covers ``T``, and the output is cropped back to ``T``. In training
+        mode with ``n_quantizers=None``, quantizer dropout applies (see
+        :class:`ResidualVectorQuantizer`); an explicit ``n_quantizers`` always wins.
         """
         length = audio.shape[-1]
-        latents = self.encoder(self._pad(audio))
+        latents = self.encoder(self._pad(audio, cover=True))
         q = self.quantizer(latents, n_quantizers)
         out = self.decoder(q.z)[..., :length]
         return CodecOutput(
@@ -223,13 +250,17 @@ class Codec(nn.Module):
     def encode(self, audio: Tensor, n_quantizers: int | None = None) -> tuple[Tensor, Tensor]:
         """Codes ``[B, n_q, F]`` (long) and continuous latents ``[B, latent_dim, F]``.
 
-        Never applies quantizer dropout, whatever the module mode. ``F = ceil(T / hop)``.
+        Never applies quantizer dropout, whatever the module mode. ``F = ceil(T / hop)``, as
+        DAC encodes, so the codes equal DAC's for imported weights; :meth:`decode` then
+        gives ``decoded_length(F)`` samples, up to ``tail`` fewer than ``T``. To get all of
+        ``T`` back, pad the input to :meth:`frames_for` ``(T)`` frames first (as
+        :meth:`forward` and inference do).
         """
-        latents = self.encoder(self._pad(audio))
+        latents = self.encoder(self._pad(audio, cover=False))
         codes = self.quantizer.quantize(latents, n_quantizers)
         return codes, latents
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
-        """Audio ``[B, 1, F * hop]`` from codes ``[B, n_q, F]`` (any ``1 <= n_q <= N``)."""
+        """Audio ``[B, 1, decoded_length(F)]`` from codes ``[B, n_q, F]`` (``1 <= n_q <= N``)."""
         return self.decoder(self.quantizer.from_codes(codes))

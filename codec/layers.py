@@ -46,19 +46,17 @@ def downsample_conv(in_ch: int, out_ch: int, stride: int) -> nn.Conv1d:
 
 
 def upsample_conv(in_ch: int, out_ch: int, stride: int) -> nn.ConvTranspose1d:
-    """Transposed conv that maps ``F`` frames to exactly ``F * stride`` samples.
+    """DAC's upsampling layer, exactly: kernel ``2 * stride``, padding ``ceil(stride / 2)``.
 
-    DAC's kernel ``2 * stride`` and padding ``ceil(stride / 2)`` give ``F*stride - 1`` for odd
-    strides (the 5 in the 16 kHz model), so the 16 kHz decoder would come out 8 samples short
-    per segment; ``output_padding = stride % 2`` restores the exact length.
+    It maps ``L`` positions to ``L * stride - stride % 2``: one short for an odd stride (the
+    5 of the 16/24 kHz models). Padding the missing position back (``output_padding``) would
+    give round lengths but change the samples next to the end, since every later conv would
+    read that extra position where DAC reads zero padding; imported DAC weights would then
+    not reproduce DAC near a segment's end. The shortfall is accounted for once, in
+    :meth:`codec.generator.Codec.decoded_length`.
     """
     return WNConvTranspose1d(
-        in_ch,
-        out_ch,
-        kernel_size=2 * stride,
-        stride=stride,
-        padding=math.ceil(stride / 2),
-        output_padding=stride % 2,
+        in_ch, out_ch, kernel_size=2 * stride, stride=stride, padding=math.ceil(stride / 2)
     )
 
 

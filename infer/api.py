@@ -73,6 +73,7 @@ class TeluCodec:
         self.codebook_size: int = int(meta["codec"]["codebook_size"])
         self.n_codebooks: int = codec.n_codebooks
         self.hop: int = codec.hop_length
+        self.tail: int = codec.tail  # the decoder's shortfall: F frames decode to F*hop - tail
         self.block_frames = max(1, round(block_seconds * self.sample_rate / self.hop))
         self.batch_windows = int(batch_windows)
         self.enc_context, self.dec_context = blk.context_frames(codec)
@@ -173,7 +174,9 @@ class TeluCodec:
     ) -> Iterator[np.ndarray]:
         """Codes ``[n_q, f]`` of one conditioned signal given as consecutive blocks, window
         core by window core (they concatenate to the whole-signal codes)."""
-        wins = blk.audio_windows(blocks, self.hop, self.block_frames, self.enc_context, gain, key)
+        wins = blk.audio_windows(
+            blocks, self.hop, self.block_frames, self.enc_context, gain, key, self.tail
+        )
         for _, codes in batch.run(self.codec, wins, self.batch_windows, n_q):
             yield codes
 
@@ -213,10 +216,15 @@ class TeluCodec:
                 f"{name}: {code.n_q} codebooks of {code.bits} bits, the model has "
                 f"{self.n_codebooks} of {bits_for(self.codebook_size)}"
             )
-        if code.n_samples > code.n_frames * self.hop or (
-            code.codes.size and int(code.codes.max()) >= self.codebook_size
-        ):
-            raise CodeFileError(f"{name}: corrupt (lengths or codes do not fit the model)")
+        if code.n_samples > (have := self.codec.decoded_length(code.n_frames)):
+            # encode always writes enough frames (Codec.frames_for): a forged header, or a
+            # file from before the decoder matched DAC's length (F * hop - tail)
+            raise CodeFileError(
+                f"{name}: corrupt: {code.n_samples} samples, but its {code.n_frames} frames "
+                f"decode to {have}"
+            )
+        if code.codes.size and int(code.codes.max()) >= self.codebook_size:
+            raise CodeFileError(f"{name}: corrupt (codes do not fit the model)")
         if n_quantizers is None:
             return code.codes
         if not 1 <= n_quantizers <= code.n_q:

@@ -8,9 +8,9 @@ whole-file pass every convolution pads *its own input* with zeros at the file's 
 while a padded window would feed it the previous layer's response to the padding (biases,
 Snake) instead. So while a batch holds a padded window, every convolution of the encoder or
 decoder gets a forward pre-hook that zeroes its input beyond each window's valid length.
-Every length in these networks scales exactly with the frame count (strided convs divide
-it, transposed convs multiply it), so the valid length at any layer is
-``frames * (layer length // batch frames)``. With that, a padded window's valid part is
+Every length in these networks is an affine function of the frame count (strided convs
+divide it, transposed convs multiply it, an odd-stride one then drops a position), measured
+once per network (:func:`conv_input_lengths`). With that, a padded window's valid part is
 computed from exactly the values a window of its own length sees: batched == unbatched up
 to floating-point summation order (tested: codes identical, audio within 1e-5).
 
@@ -19,6 +19,8 @@ Memory: one batch of windows' activations (``batch_windows`` x one window).
 
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
@@ -39,33 +41,69 @@ def batches(windows: Iterable[Window], size: int) -> Iterator[list[Window]]:
         yield chunk
 
 
+def _convs(network: nn.Module) -> list[nn.Module]:
+    return [m for m in network.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
+
+
+_LENGTHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def conv_input_lengths(network: nn.Module) -> dict[nn.Module, tuple[int, int]]:
+    """``(length at 1 frame, samples per extra frame)`` of every conv's input in ``network``.
+
+    Lengths are affine in the frame count, ``a * F - b``, but not always proportional: an
+    odd-stride upsampling layer (DAC's) makes ``L * r - 1``. So each conv's affine rule is
+    measured once, by running the network on 1 and on 2 frames of zeros (cached per
+    network). Input: ``[1, in_channels, F * unit]``, ``unit`` the product of the plain
+    convs' strides (the hop for an encoder, 1 for a decoder).
+    """
+    if network in _LENGTHS:
+        return _LENGTHS[network]
+    convs = _convs(network)
+    unit = math.prod(m.stride[0] for m in convs if isinstance(m, nn.Conv1d))
+    p = _param(network)
+    seen: dict[nn.Module, list[int]] = {m: [] for m in convs}
+    handles = [
+        m.register_forward_pre_hook(lambda m, a: seen[m].append(a[0].shape[-1])) for m in convs
+    ]
+    try:
+        with torch.inference_mode():
+            for f in (1, 2):
+                network(
+                    torch.zeros(1, convs[0].in_channels, f * unit, device=p.device, dtype=p.dtype)
+                )
+    finally:
+        for h in handles:
+            h.remove()
+    rules = {m: (l1, l2 - l1) for m, (l1, l2) in seen.items()}
+    _LENGTHS[network] = rules
+    return rules
+
+
 @contextmanager
 def valid_lengths(network: nn.Module, frames: Sequence[int], batch_frames: int):
     """Within the block, every conv of ``network`` sees zeros past item ``i``'s first
-    ``frames[i]`` frames (scaled to the conv's input length): as if each item had been
-    run alone. No hooks at all when no item is padded."""
+    ``frames[i]`` frames (mapped to the conv's input length by
+    :func:`conv_input_lengths`): as if each item had been run alone. No hooks at all when
+    no item is padded."""
     if all(f == batch_frames for f in frames):
         yield
         return
-    valid = torch.tensor(list(frames))
-    masks: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
+    rules = conv_input_lengths(network)
+    extra = torch.tensor([f - 1 for f in frames])
+    masks: dict[tuple[nn.Module, torch.device, torch.dtype], Tensor] = {}
 
     def hook(module: nn.Module, args: tuple) -> tuple:
         x = args[0]
-        length = x.shape[-1]
-        key = (length, x.device, x.dtype)
+        key = (module, x.device, x.dtype)
         if key not in masks:
-            per_frame = length // batch_frames
-            pos = torch.arange(length)
-            m = (pos[None, :] < (valid * per_frame)[:, None]).to(x.dtype)
+            first, per_frame = rules[module]
+            pos = torch.arange(x.shape[-1])
+            m = (pos[None, :] < (first + extra * per_frame)[:, None]).to(x.dtype)
             masks[key] = m[:, None, :].to(x.device)
         return (x * masks[key], *args[1:])
 
-    handles = [
-        m.register_forward_pre_hook(hook)
-        for m in network.modules()
-        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))
-    ]
+    handles = [m.register_forward_pre_hook(hook) for m in _convs(network)]
     try:
         yield
     finally:
@@ -94,7 +132,9 @@ def encode_batch(codec: nn.Module, batch: Sequence[Window], n_quantizers: int) -
 
 
 def decode_batch(codec: nn.Module, batch: Sequence[Window]) -> list[np.ndarray]:
-    """Mono float32 audio of each decoder window's kept frames (``kept frames * hop``)."""
+    """Mono float32 audio of each decoder window's kept frames (``kept frames * hop``
+    samples, ``tail`` fewer for a window that ends at its item's last frame: see
+    :meth:`codec.generator.Codec.decoded_length`)."""
     hop = codec.hop_length
     frames = max(w.frames for w in batch)
     n_q = batch[0].data.shape[0]
@@ -106,7 +146,11 @@ def decode_batch(codec: nn.Module, batch: Sequence[Window]) -> list[np.ndarray]:
     with torch.inference_mode(), valid_lengths(codec.decoder, [w.frames for w in batch], frames):
         z = codec.quantizer.from_codes(ct)
         y = codec.decoder(z.to(p.dtype))[:, 0].float().cpu().numpy()
-    return [y[i, w.keep.start * hop : w.keep.stop * hop] for i, w in enumerate(batch)]
+    # a window's own output is decoded_length(w.frames) long; past it lies batch padding
+    ends = [min(w.keep.stop * hop, codec.decoded_length(w.frames)) for w in batch]
+    return [
+        y[i, w.keep.start * hop : end] for i, (w, end) in enumerate(zip(batch, ends, strict=True))
+    ]
 
 
 def run(

@@ -104,15 +104,19 @@ def audio_windows(
     context: int,
     gain: float = 1.0,
     key: Hashable = 0,
+    tail: int = 0,
 ) -> Iterator[Window]:
     """Encoder windows of a long mono signal given as consecutive blocks (any sizes).
 
-    The kept cores cover ``ceil(T / hop)`` frames in order. ``gain`` multiplies every
-    sample first (the level step). ``context``: frames each side. An empty signal gives
-    no windows.
+    The kept cores cover ``ceil((T + tail) / hop)`` frames in order: ``tail`` is the
+    decoder's shortfall (:meth:`codec.generator.Codec.frames_for`), so the codes decode to
+    at least ``T`` samples; the signal is extended by ``tail`` zeros, exactly the codec's
+    own end padding. ``gain`` multiplies every sample first (the level step).
+    ``context``: frames each side. An empty signal gives no windows.
     """
     if block_frames < 1:
         raise ValueError(f"block_frames: must be >= 1, got {block_frames}")
+    blocks = _with_tail(blocks, tail)
     ctx, core = context * hop, block_frames * hop
     g = np.float32(gain)
     buf = np.zeros(0, np.float32)
@@ -144,6 +148,16 @@ def audio_windows(
         last = next_core + core >= total
         yield cut(min(total, next_core + core + ctx), last=last)
         next_core += core
+
+
+def _with_tail(blocks: Iterable[np.ndarray], tail: int) -> Iterator[np.ndarray]:
+    """``blocks``, then ``tail`` zeros unless the signal was empty."""
+    any_samples = False
+    for b in blocks:
+        any_samples = any_samples or len(b) > 0
+        yield b
+    if any_samples and tail > 0:
+        yield np.zeros(tail, np.float32)
 
 
 def code_windows(

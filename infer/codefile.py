@@ -12,7 +12,7 @@ Layout (little-endian)::
     n_q        u16      codebooks stored per frame
     bits       u8       bits per code = ceil(log2(codebook_size)), 1..16
     n_frames   u64      code frames
-    n_samples  u64      decoded length in samples at ``rate`` (<= n_frames * hop)
+    n_samples  u64      decoded length in samples at ``rate`` (<= n_frames * hop - tail)
     gain_db    f64      gain applied before encoding (decode applies its inverse), dB
     loudness   f64      input's BS.1770 integrated loudness, LUFS (-inf: unmeasurable)
     payload    u64      payload bytes = ceil(n_frames * n_q * bits / 8)

@@ -49,6 +49,7 @@ class CodecRunner(Protocol):
     loudness_target_lufs: float
     peak_ceiling_dbfs: float
     hop: int  # samples per code frame
+    tail: int  # the decoder's shortfall: F frames decode to F * hop - tail samples
     block_frames: int
     batch_windows: int
     enc_context: int  # frames
@@ -166,7 +167,7 @@ def encode_jobs(tc: CodecRunner, jobs: list[tuple], n_q: int) -> Iterator[FileRe
                 meta[key] = (info, plan, n)
                 stream = audio.stream_conditioned(src, tc.sample_rate, info=info)
                 yield from blk.audio_windows(stream, tc.hop, tc.block_frames, tc.enc_context,
-                                             plan.gain, key)  # fmt: skip
+                                             plan.gain, key, tc.tail)  # fmt: skip
                 if n == 0:
                     raise audio.EmptyAudioError(src, "no samples at the model's rate")
             except audio.AudioError as e:

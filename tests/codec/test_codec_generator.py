@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 
 import pytest
 import torch
@@ -12,12 +13,16 @@ from codec.build import build_codec, count_parameters
 from codec.config import CodecConfig
 
 
-@pytest.mark.parametrize("length", [320 * 5, 320 * 5 + 17, 320 * 6 - 1])
-def test_forward_pads_to_hop_and_crops_back(debug_codec_cfg, make_speech, length):
+@pytest.mark.parametrize(
+    ("length", "frames"),
+    # a whole number of frames needs one more: DAC's decoder makes F*320 - 8 samples
+    [(320 * 5 - 8, 5), (320 * 5 - 7, 6), (320 * 5, 6), (320 * 5 + 17, 6), (320 * 6 - 1, 7)],
+)
+def test_forward_pads_to_frames_and_crops_back(debug_codec_cfg, make_speech, length, frames):
     codec = build_codec(debug_codec_cfg).eval()
     x = make_speech(1.0, batch=2)[..., :length]
     out = codec(x)
-    frames = -(-length // 320)
+    assert codec.frames_for(length) == frames
     assert out.audio.shape == (2, 1, length)
     assert out.codes.shape == (2, 4, frames) and out.codes.dtype == torch.long
     assert out.z.shape == out.latents.shape == (2, codec.latent_dim, frames)
@@ -25,16 +30,42 @@ def test_forward_pads_to_hop_and_crops_back(debug_codec_cfg, make_speech, length
     assert out.n_quantizers_used.tolist() == [4, 4]
 
 
-def test_odd_stride_decoder_is_sample_exact(debug_codec_cfg):
-    # The 5 in (8, 5, 4, 2) would lose samples without output_padding.
-    codec = build_codec(debug_codec_cfg).eval()
-    codes = torch.randint(0, 64, (3, 2, 7))
-    assert codec.decode(codes).shape == (3, 1, 7 * 320)
+@pytest.mark.parametrize(
+    ("rates", "tail"),
+    [((8, 5, 4, 2), 8), ((8, 8, 4, 2), 0), ((5, 4, 4, 4), 64), ((3, 5, 4, 4), 96)],
+)
+def test_decoded_length_is_frames_times_hop_minus_the_odd_strides_shortfall(rates, tail):
+    """Each odd-stride layer (DAC's kernel 2r, padding ceil(r/2)) drops one position; the
+    shortfall at the output is the same for every frame count."""
+    hop = math.prod(rates)
+    cfg = CodecConfig(
+        encoder_dim=4,
+        encoder_rates=rates[::-1],
+        decoder_dim=32,
+        decoder_rates=rates,
+        n_codebooks=2,
+        codebook_size=16,
+        codebook_dim=4,
+    )
+    codec = build_codec(cfg).eval()
+    assert codec.tail == tail
+    for frames in (1, 2, 7):
+        y = codec.decode(torch.randint(0, 16, (1, 2, frames)))
+        assert y.shape[-1] == codec.decoded_length(frames) == frames * hop - tail
+    for length in (1, hop - tail, hop - tail + 1, hop, 3 * hop + 5):
+        x = torch.randn(1, 1, length)
+        assert codec.encode(x)[0].shape[-1] == -(-length // hop)  # DAC's frame count
+        assert codec(x).audio.shape[-1] == length  # forward pads to frames_for(length)
+        assert codec.decoded_length(codec.frames_for(length)) >= length
+        assert codec.decoded_length(codec.frames_for(length) - 1) < length  # and no more
 
 
 def test_encode_decode_matches_forward(debug_codec_cfg, make_speech):
     codec = build_codec(debug_codec_cfg).eval()
-    x = make_speech(0.5, batch=2)
+    # 25 frames less the decoder's 8-sample shortfall: forward and encode then use the same
+    # 25 frames (at exactly 25 * 320 samples forward needs a 26th to cover the input)
+    x = make_speech(0.5, batch=2)[..., : 25 * 320 - 8]
+    assert codec.frames_for(x.shape[-1]) == -(-x.shape[-1] // 320) == 25
     with torch.no_grad():
         out = codec(x, n_quantizers=3)
     codes, latents = codec.encode(x, n_quantizers=3)

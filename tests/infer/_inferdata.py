@@ -52,8 +52,8 @@ def decode_stream(
     batch_windows: int = 1,
 ) -> Iterator[np.ndarray]:
     """Audio from codes ``[n_q, F]`` in blocks of ``block_frames * hop`` samples (float32,
-    mono); they concatenate to ``codec.decode`` of the whole ``F`` frames (``F * hop``
-    samples). ``context``: frames each side (None = :func:`context_frames`)."""
+    mono); they concatenate to ``codec.decode`` of the whole ``F`` frames
+    (``codec.decoded_length(F)`` samples). ``context``: frames each side (None = :func:`context_frames`)."""
     ctx = context if context is not None else context_frames(codec)[1]
     for _, y in run(codec, code_windows(np.asarray(codes), block_frames, ctx), batch_windows):
         yield y

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -9,6 +11,7 @@ import soxr
 
 from infer import cli
 from infer.api import TeluCodec
+from infer.codefile import CodeFileError
 from infer.restore import OutputResampler
 from shards import audio, loudness
 from tests.infer._inferdata import SR, speech
@@ -91,3 +94,35 @@ def test_cli_many_files_rate_and_a_bad_input(tmp_path, tiny_export, capsys):
     args = ["decode", tccs[1], str(tmp_path / "m.flac"), "--rate", "model", *model]
     assert cli.main(args) == 0
     assert sf.info(tmp_path / "m.flac").samplerate == SR
+
+
+@pytest.mark.parametrize("extra", [-9, -8, -7, -1, 0, 1])
+def test_every_sample_is_decoded_near_a_frame_boundary(tmp_path, tc, extra):
+    """DAC's decoder makes ``F * hop - tail`` samples from ``F`` frames (tail 8 here), so an
+    input ending within ``tail`` samples of a frame boundary is encoded with one more frame:
+    the decoded length is the input's, and its last samples are decoded audio, not padding."""
+    hop, tail = tc.hop, tc.tail
+    assert tail == 8
+    n = 40 * hop + extra
+    long = speech(3.0, seed=8)
+    x = long[:n]
+    cf = tc.encode(x, SR)
+    assert cf.n_frames == -(-(n + tail) // hop)
+    y = tc.decode(cf)
+    assert y.shape == (n,)
+    assert np.abs(y[-tail:]).max() > 1e-4  # decoded, not zero-filled
+    # the streamed file path agrees with the in-memory one
+    sf.write(tmp_path / "x.wav", x, SR, subtype="FLOAT")
+    tc.encode_file(tmp_path / "x.wav", tmp_path / "x.tcc")
+    tc.decode_file(tmp_path / "x.tcc", tmp_path / "y.wav")
+    yf, _ = sf.read(tmp_path / "y.wav", dtype="float32")
+    np.testing.assert_allclose(yf, y, atol=1e-6)
+
+
+def test_more_samples_than_the_frames_decode_is_refused(tc):
+    """A header may not promise samples its frames cannot make (F * hop - tail)."""
+    cf = tc.encode(speech(0.5, seed=2), SR)
+    have = cf.n_frames * tc.hop - tc.tail
+    tc.decode(dataclasses.replace(cf, n_samples=have))  # the most the frames make: fine
+    with pytest.raises(CodeFileError, match=rf"{have + 1} samples, but its {cf.n_frames} frames"):
+        tc.decode(dataclasses.replace(cf, n_samples=have + 1))
