@@ -31,34 +31,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 import webdataset as wds
 
 from benchmarks.machine import describe
+from shards import synth
 from shards.manifest import Manifest, ShardInfo, SplitInfo, load_manifest
 from shards.reader import TrainStream, make_train_loader, resolve_shards
 
 
-def speechlike(seconds: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """Voiced harmonics with a wandering pitch, syllable-rate envelope, noise and pauses:
-    roughly as hard for FLAC as speech (pure tones or silence would decode unrealistically
-    fast). float32 [n] at about -23 dBFS RMS."""
-    n = round(seconds * sample_rate)
-    t = np.arange(n) / sample_rate
-    f0 = 120 + 40 * np.sin(2 * np.pi * 0.3 * t + rng.uniform(0, 6)) + rng.uniform(-20, 20)
-    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
-    envelope = np.clip(np.sin(2 * np.pi * 4 * t + rng.uniform(0, 6)), 0, None) ** 2
-    pauses = (np.sin(2 * np.pi * 0.2 * t + rng.uniform(0, 6)) > -0.7).astype(float)
-    x = voiced * envelope * pauses + 0.3 * rng.standard_normal(n) * envelope
-    x *= 0.07 / (np.sqrt(np.mean(x**2)) + 1e-9)
-    return x.astype(np.float32)
-
-
 def build_shard_set(folder: Path, minutes: float, sample_rate: int, per_shard: int) -> Path:
-    """Write ``minutes`` of 10 s chunks (24-bit FLAC) as train shards plus one val shard."""
-    rng = np.random.default_rng(0)
+    """Write ``minutes`` of 10 s chunks (24-bit FLAC) as train shards plus one val shard.
+
+    The audio is :func:`shards.synth.speech_like` (one seed per chunk, about -23 dBFS RMS at
+    its default peak): as hard for FLAC as speech, where pure tones or silence would decode
+    unrealistically fast."""
     chunks = round(minutes * 60 / 10)
     infos = []
     for shard in range(0, chunks, per_shard):
@@ -67,15 +54,15 @@ def build_shard_set(folder: Path, minutes: float, sample_rate: int, per_shard: i
         with wds.TarWriter(str(folder / name)) as sink:
             for i in range(count):
                 buf = io.BytesIO()
-                sf.write(
-                    buf, speechlike(10.0, sample_rate, rng), sample_rate, "PCM_24", format="FLAC"
-                )
+                audio = synth.speech_like(10.0, sample_rate, seed=shard + i)
+                sf.write(buf, audio, sample_rate, "PCM_24", format="FLAC")
                 sink.write(
                     {"__key__": f"bench-c{shard + i:05d}", "flac": buf.getvalue(), "json": b"{}"}
                 )
         infos.append(ShardInfo(name, count, 10.0 * count))
     buf = io.BytesIO()
-    sf.write(buf, speechlike(10.0, sample_rate, rng), sample_rate, "PCM_24", format="FLAC")
+    audio = synth.speech_like(10.0, sample_rate, seed=chunks)  # a seed no train chunk uses
+    sf.write(buf, audio, sample_rate, "PCM_24", format="FLAC")
     with wds.TarWriter(str(folder / "val-000000.tar")) as sink:
         sink.write({"__key__": "bench-val", "flac": buf.getvalue(), "json": b"{}"})
     Manifest(

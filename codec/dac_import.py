@@ -176,7 +176,11 @@ def load_pretrained(path: str | Path) -> Pretrained:
 
 
 def write_export(pre: Pretrained, out_dir: str | Path) -> Path:
-    """Write ``pre`` as an export in ``out_dir`` (``codec.json`` says where it came from)."""
+    """Write ``pre`` as an export in ``out_dir`` (``codec.json`` says where it came from).
+
+    No training mel spec is recorded: a weights file does not say which recipe trained it
+    (the released 16 kHz model's is :class:`codec.config.MelSpec`'s default, which eval
+    falls back to, but a user's own DAC file may differ), so eval says it used the default."""
     extra = {"imported_from": {"kind": pre.kind, "path": str(pre.source)}}
     return export_state_dict(
         pre.state_dict,

@@ -3,8 +3,11 @@
 
 ``codec.json`` holds the :class:`codec.config.CodecConfig`, the level the model was trained
 at (the shard manifest's loudness target and peak ceiling, which inference must apply
-before encoding) and ``model_id``, a hash of the weights and that config, so a code file
-can name the exact model that made it. Weights are safetensors (no pickle), in the plain
+before encoding), ``model_id``, a hash of the weights and that config, so a code file
+can name the exact model that made it, and, when the trainer wrote it, ``mel``: the
+:class:`codec.config.MelSpec` of the run's ``loss.mel``, so that ``telucodec-eval`` measures
+the mel the model was trained on (:func:`mel_spec`; absent in DAC imports and in exports
+written before the format carried it). Weights are safetensors (no pickle), in the plain
 ``state_dict`` layout of :class:`codec.generator.Codec`.
 
 Reading checks what a file could have broken: the weights must hash to the stored
@@ -31,11 +34,12 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from codec.build import build_codec
-from codec.config import CodecConfig
+from codec.config import CodecConfig, MelSpec
 from telucodec.errors import UserInputError, environment_fault
 
 WEIGHTS = "model.safetensors"
 META = "codec.json"
+MEL = "mel"  # codec.json key of the training mel spec (optional)
 EXPORT_VERSION = 1
 
 
@@ -61,10 +65,12 @@ def export_state_dict(
     out_dir: str | os.PathLike,
     step: int | None = None,
     extra_meta: dict | None = None,
+    mel: MelSpec | None = None,
 ) -> Path:
     """Write ``state_dict`` (a :class:`codec.generator.Codec`'s) and its ``codec.json`` to
     ``out_dir``. ``extra_meta``: more keys for ``codec.json`` (e.g. where imported weights
-    came from); they cannot replace the format's own keys. A folder the machine refuses
+    came from); they cannot replace the format's own keys. ``mel``: the mel spec the weights
+    were trained with (the run's ``loss.mel``), None when it is not known. A folder the machine refuses
     (read-only, full) is an :class:`~telucodec.errors.EnvironmentFault` naming it."""
     out = Path(out_dir)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state_dict.items()}
@@ -76,7 +82,7 @@ def export_state_dict(
         tmp.write_bytes(safetensors_bytes(tensors))
         os.replace(tmp, out / WEIGHTS)
         return _write_meta(out, codec_cfg, loudness_target_lufs, peak_ceiling_dbfs, step,
-                           extra_meta)  # fmt: skip
+                           extra_meta, mel)  # fmt: skip
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
@@ -90,6 +96,7 @@ def _write_meta(
     peak_ceiling_dbfs: float,
     step: int | None,
     extra_meta: dict | None,
+    mel: MelSpec | None,
 ) -> Path:
     cfg_dict = dataclasses.asdict(codec_cfg)
     meta = {
@@ -103,8 +110,26 @@ def _write_meta(
         "step": step,
         "bitrates_kbps": [codec_cfg.bitrate_kbps(n) for n in range(1, codec_cfg.n_codebooks + 1)],
     }
+    if mel is not None:
+        # Not part of model_id: the id names the model that decodes a code file, and the
+        # training mel is a fact about how it was scored, not about what it computes.
+        meta[MEL] = dataclasses.asdict(mel)
     (out / META).write_text(json.dumps(meta, indent=2))
     return out
+
+
+def mel_spec(meta: dict) -> MelSpec | None:
+    """The mel spec an export's model was trained with (``codec.json``'s ``mel``, the run's
+    ``loss.mel``), or None when the export does not record one: a DAC import (whose
+    training recipe the importer cannot confirm from the weights) or an export written
+    before the format carried it. A malformed entry raises ``TypeError``/``ValueError``;
+    :func:`read_export` refuses such a file, so a loaded export's meta always parses."""
+    raw = meta.get(MEL)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise TypeError(f"{MEL} must be an object, got {type(raw).__name__}")
+    return MelSpec(**raw)
 
 
 def is_export(path: str | os.PathLike) -> bool:
@@ -142,6 +167,7 @@ def read_export(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Codec
     try:
         codec_cfg = CodecConfig(**meta["codec"])
         stored_id = str(meta["model_id"])
+        mel_spec(meta)  # checked here, so a damaged entry is named at load, not mid-eval
     except (KeyError, TypeError, ValueError) as e:
         raise ExportError(f"{meta_path}: damaged ({type(e).__name__}: {e})") from e
     actual_id = _model_id(weights, meta["codec"])

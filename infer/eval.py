@@ -9,7 +9,10 @@ the file's own level, is the reference for both systems:
 * Opus (:mod:`infer.opus`) codes the same samples at each Opus bitrate, delay-compensated.
 
 Metrics (:mod:`codec.metrics`, the same definitions as the trainer's validation hook, plus
-wideband PESQ and STOI): per file and averaged per system and bitrate. Output: ``eval.json``,
+wideband PESQ and STOI): per file and averaged per system and bitrate. The mel distance uses
+the mel spec recorded in the export (the run's ``loss.mel``, so eval ranks by the mel that
+was trained, as validation does); an export without one (a DAC import, an older export) is
+scored with the default spec, and the outputs say which was used. Output: ``eval.json``,
 ``eval.md`` and ``eval.png`` in ``--out`` (see :mod:`infer.report`), optionally W&B.
 
 The codec runs in this process (on the GPU when there is one); scoring and the Opus round
@@ -20,6 +23,7 @@ worker processes while the codec goes on to the next file. Results keep their or
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -35,7 +39,9 @@ import soxr
 import torch
 
 from codec import metrics
+from codec.config import MelSpec
 from codec.dac_import import as_export
+from codec.export_format import mel_spec
 from infer import opus
 from infer.api import TeluCodec
 from infer.report import summarise, write_outputs
@@ -88,11 +94,14 @@ def _pesq_stoi(ref: np.ndarray, est: np.ndarray, rate: int) -> tuple[float, floa
     return p, s
 
 
-def score(ref: np.ndarray, est: np.ndarray, rate: int) -> dict[str, float]:
-    """All eval metrics for one clip: mono float32 ``ref`` and ``est`` of equal length."""
+def score(
+    ref: np.ndarray, est: np.ndarray, rate: int, mel: MelSpec | None = None
+) -> dict[str, float]:
+    """All eval metrics for one clip: mono float32 ``ref`` and ``est`` of equal length;
+    ``mel``: the spec of ``mel_distance`` (None: the default spec)."""
     r = torch.from_numpy(np.ascontiguousarray(ref, np.float32))[None]
     e = torch.from_numpy(np.ascontiguousarray(est, np.float32))[None]
-    rep = metrics.reconstruction_report(r, e, rate)
+    rep = metrics.reconstruction_report(r, e, rate, mel)
     out = {k: float(rep[k][0]) for k in ("snr_db", "si_snr_db", "mel_distance", "rms_ratio",
                                           "ref_peak", "est_peak")}  # fmt: skip
     out["stft_distance"] = float(metrics.stft_distance(r, e)[0])
@@ -114,12 +123,16 @@ def segment_bounds(n: int, seg: int) -> list[tuple[int, int]]:
     return pieces
 
 
-def score_long(ref: np.ndarray, est: np.ndarray, rate: int, seg: int) -> dict[str, float]:
+def score_long(
+    ref: np.ndarray, est: np.ndarray, rate: int, seg: int, mel: MelSpec | None = None
+) -> dict[str, float]:
     """:func:`score` in pieces of ``seg`` samples (bounded memory and time for files of
     hours; PESQ and STOI are defined on utterance-length signals). Each metric is the
     duration-weighted mean over the pieces where it is defined, the peaks the maximum: the
     way validation averages over chunks. ``segments``: how many pieces."""
-    parts = [(b - a, score(ref[a:b], est[a:b], rate)) for a, b in segment_bounds(len(ref), seg)]
+    parts = [
+        (b - a, score(ref[a:b], est[a:b], rate, mel)) for a, b in segment_bounds(len(ref), seg)
+    ]
     if len(parts) == 1:
         return {**parts[0][1], "segments": 1}
     acc = metrics.MetricAccumulator(skip_undefined=True)
@@ -131,9 +144,19 @@ def score_long(ref: np.ndarray, est: np.ndarray, rate: int, seg: int) -> dict[st
             **acc.result()}  # fmt: skip
 
 
-def _opus_and_score(x: np.ndarray, rate: int, kbps: float, seg: int) -> dict:
+def _opus_and_score(x: np.ndarray, rate: int, kbps: float, seg: int, mel: MelSpec) -> dict:
     y, info = opus.roundtrip(x, rate, kbps)
-    return {"actual_kbps": info["actual_kbps"], "lag": info["lag"], **score_long(x, y, rate, seg)}
+    scores = score_long(x, y, rate, seg, mel)
+    return {"actual_kbps": info["actual_kbps"], "lag": info["lag"], **scores}
+
+
+def eval_mel_spec(meta: dict) -> tuple[MelSpec, str]:
+    """The mel spec eval scores an export with, and where it came from: ``"export"`` (the
+    training ``loss.mel`` its ``codec.json`` records) or ``"default"`` (:class:`MelSpec`'s
+    defaults, DAC's 16 kHz recipe, for exports that record none: the model may have been
+    trained on another mel, so its mel distance is then not the one it was trained on)."""
+    spec = mel_spec(meta)
+    return (spec, "export") if spec is not None else (MelSpec(), "default")
 
 
 def _worker_init() -> None:
@@ -193,7 +216,9 @@ def evaluate(
         segfaults; BENCHMARKS.md, the eval section).
 
     Returns ``{"model", "files", "results": [{"system", "kbps", "n_q"?, "file", metrics...}],
-    "summary": [...]}`` (summary: per system and bitrate means, see :func:`summarise`).
+    "summary": [...]}`` (summary: per system and bitrate means, see :func:`summarise`);
+    ``model["mel_spec"]`` is the spec of every ``mel_distance`` (codec and Opus alike, so
+    they compare) with ``source`` saying where it came from (:func:`eval_mel_spec`).
     Unusable audio files are listed under ``"skipped"`` with the reason.
     """
     if opus_kbps and not opus.available():
@@ -201,6 +226,7 @@ def evaluate(
     rows: list[dict] = []
     skipped: list[dict] = []
     rate = tc.sample_rate
+    mel, mel_source = eval_mel_spec(tc.meta)
     seg = round(segment_seconds * rate)
     total = len(files) * (len(n_qs) + len(opus_kbps))
     bar = progress_bar(total, "eval", "run", disable=not progress)  # plain lines in a log
@@ -229,16 +255,21 @@ def evaluate(
                 y = tc.decode(cf, n_quantizers=n)
                 row = {"system": "telucodec", "kbps": tc.bitrate_kbps(n), "n_q": n,
                        "file": str(path)}  # fmt: skip
-                pending.append((row, pool.submit(score_long, x, y, rate, seg)))
+                pending.append((row, pool.submit(score_long, x, y, rate, seg, mel)))
                 collect(2 * jobs)
             for k in opus_kbps:
                 row = {"system": "opus", "kbps": k, "file": str(path)}
-                pending.append((row, pool.submit(_opus_and_score, x, rate, k, seg)))
+                pending.append((row, pool.submit(_opus_and_score, x, rate, k, seg, mel)))
                 collect(2 * jobs)
         collect(0)
     bar.close()
     return {
-        "model": {"model_id": tc.model_id, "sample_rate": rate, "step": tc.meta.get("step")},
+        "model": {
+            "model_id": tc.model_id,
+            "sample_rate": rate,
+            "step": tc.meta.get("step"),
+            "mel_spec": {"source": mel_source, **dataclasses.asdict(mel)},
+        },
         "files": [str(f) for f in files],
         "skipped": skipped,
         "results": rows,

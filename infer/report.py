@@ -81,6 +81,16 @@ def markdown(result: dict) -> str:
         f"Means over {n} file(s); model {result['model']['model_id']}. Opus kbps in brackets: "
         "measured from the Ogg file size (container included)."
     )
+    mel = result["model"].get("mel_spec")
+    if mel is not None:  # evaluate() records it; a result assembled by hand may not
+        scales = ", ".join(
+            f"{w}/{m}" for w, m in zip(mel["window_lengths"], mel["n_mels"], strict=True)
+        )
+        if mel["source"] == "export":
+            said = "the model's training mel spec (codec.json)"
+        else:  # a DAC import or an older export: the trained mel is unknown
+            said = "the default mel spec (DAC's 16 kHz recipe; this export records no training mel)"
+        lines.append(f"Mel distance: {said}, window/mels {scales}.")
     heads = {m: h for m, h, _ in TABLE}
     worst: dict[str, int] = {}  # per metric, the most clips undefined in any row
     for e in result["summary"]:

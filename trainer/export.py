@@ -3,7 +3,8 @@
 ``codec.json`` holds the :class:`codec.config.CodecConfig`, the level the model was trained
 at (the shard manifest's loudness target and peak ceiling, which inference must apply
 before encoding) and ``model_id``, a hash of the weights and that config, so a code file
-can name the exact model that made it. Weights are safetensors (no pickle), in the plain
+can name the exact model that made it, and the run's ``loss.mel`` (so ``telucodec-eval``
+measures the mel the model was trained on). Weights are safetensors (no pickle), in the plain
 ``state_dict`` layout of :class:`codec.generator.Codec`, whichever path (DDP, DeepSpeed,
 one process) trained them. The format, and the checks a reader makes (model id, finite
 weights), live in :mod:`codec.export_format`.
@@ -36,6 +37,7 @@ def export_generator(
         manifest.peak_ceiling_dbfs,
         out_dir,
         step=step,
+        mel=cfg.loss.mel,
     )
 
 
@@ -85,6 +87,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out_dir: str | os.PathLike)
         manifest.peak_ceiling_dbfs,
         out_dir,
         step=step,
+        mel=cfg.loss.mel,
     )
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from codec.config import CodecConfig, DiscriminatorConfig
+from shards import synth
 
 SR = 16000
 
@@ -15,35 +14,18 @@ SR = 16000
 def speech_like(
     seconds: float, sample_rate: int = SR, seed: int = 0, batch: int = 1
 ) -> torch.Tensor:
-    """``[batch, 1, T]`` voiced-speech stand-in at about -20 dBFS RMS.
+    """``[batch, 1, T]`` speech stand-in (:func:`shards.synth.speech_like`, the project's one
+    generator) at -20 dBFS RMS per item.
 
-    A harmonic source (f0 gliding 110..190 Hz, harmonics falling 6 dB/octave, two formant
-    bumps) under a 4 Hz syllable envelope with short pauses, plus a -60 dBFS noise floor.
+    Item ``b`` uses synth seed ``1000 * seed + b`` so the items of one batch differ and
+    batches drawn with different small seeds share no item. The level is set by RMS rather
+    than synth's peak because the metric and loss tests reason in signal power.
     """
-    g = torch.Generator().manual_seed(seed)
-    n = int(seconds * sample_rate)
-    t = torch.arange(n) / sample_rate
-    out = []
-    for _ in range(batch):
-        f0_lo = 110 + 30 * torch.rand((), generator=g).item()
-        f0 = f0_lo + 80 * (0.5 + 0.5 * torch.sin(2 * math.pi * 1.3 * t))
-        phase = 2 * math.pi * torch.cumsum(f0, 0) / sample_rate
-        x = torch.zeros(n)
-        for k in range(1, 30):
-            fk = k * f0
-            formants = (
-                1
-                + 2 * torch.exp(-(((fk - 500) / 200) ** 2))
-                + torch.exp(-(((fk - 1500) / 300) ** 2))
-            )
-            alive = (fk < sample_rate / 2 - 200).float()
-            x = x + alive * formants / k * torch.sin(k * phase + 6.28 * torch.rand((), generator=g))
-        syll = torch.sin(math.pi * 4 * t + torch.rand((), generator=g) * 6.28).clamp_min(0) ** 1.5
-        x = x * syll
-        x = 0.1 * x / x.pow(2).mean().sqrt()
-        x = x + 1e-3 * torch.randn(n, generator=g)
-        out.append(x)
-    return torch.stack(out)[:, None]
+    items = []
+    for b in range(batch):
+        x = torch.from_numpy(synth.speech_like(seconds, sample_rate, seed=1000 * seed + b))
+        items.append(x * (0.1 / x.double().pow(2).mean().sqrt()).float())
+    return torch.stack(items)[:, None]
 
 
 @pytest.fixture

@@ -211,3 +211,45 @@ def test_long_files_are_scored_in_pieces_weighted_by_duration():
         **ev.score(short, short * 0.5, SR),
         "segments": 1,
     }
+
+
+def test_eval_measures_mel_distance_with_the_exports_training_spec(tmp_path, tiny_export):
+    """An export recording its run's ``loss.mel`` is scored with that spec (what validation
+    ranked by); one without (DAC import, older export) falls back to the default spec, and
+    eval.json and eval.md say which was used."""
+    from codec.config import MelSpec
+    from codec.export_format import export_state_dict, read_export
+    from codec.metrics import mel_distance
+    from infer.api import TeluCodec
+    from infer.report import write_outputs
+    from shards.audio import load_conditioned
+
+    spec = MelSpec(n_mels=(20, 40), window_lengths=(256, 512), mag_weight=1.0)
+    state, cfg, meta = read_export(tiny_export)  # the same weights, now with a spec
+    level = meta["loudness_target_lufs"], meta["peak_ceiling_dbfs"]
+    export_state_dict(state, cfg, *level, tmp_path / "m", mel=spec)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, speech(1.5, seed=4), SR)
+    audio = load_conditioned(wav, SR)  # the reference eval scores against
+    x = torch.from_numpy(audio)[None]
+    want = {}
+    for name, path in (("export", tmp_path / "m"), ("default", tiny_export)):
+        tc = TeluCodec.load(path, "cpu")
+        y = tc.decode(tc.encode(audio, SR, n_quantizers=4), n_quantizers=4)
+        y = torch.from_numpy(np.ascontiguousarray(y, np.float32))[None]
+        want[name] = {
+            s: mel_distance(x, y, SR, m).item() for s, m in (("own", spec), ("dac", None))
+        }
+        result = ev.evaluate(tc, [wav], [4], [], progress=False)
+        (row,) = result["results"]
+        assert result["model"]["mel_spec"]["source"] == name
+        md = write_outputs(result, tmp_path / name)["md"].read_text()
+        if name == "export":
+            assert math.isclose(row["mel_distance"], want[name]["own"], rel_tol=1e-5)
+            assert tuple(result["model"]["mel_spec"]["n_mels"]) == (20, 40)
+            assert "the model's training mel spec (codec.json), window/mels 256/20, 512/40" in md
+        else:
+            assert math.isclose(row["mel_distance"], want[name]["dac"], rel_tol=1e-5)
+            assert "the default mel spec" in md
+    # the two specs really measure differently here, so the test tells them apart
+    assert abs(want["export"]["own"] - want["export"]["dac"]) > 0.1 * want["export"]["dac"]
