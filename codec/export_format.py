@@ -40,7 +40,10 @@ from telucodec.errors import UserInputError, environment_fault
 WEIGHTS = "model.safetensors"
 META = "codec.json"
 MEL = "mel"  # codec.json key of the training mel spec (optional)
-EXPORT_VERSION = 1
+# 2: the decoder's odd-stride layer became DAC's (F frames -> F*hop - tail samples; the
+# same weights decode the last ~28 ms of a segment differently), so version-1 exports are
+# refused rather than silently run on a decoder they were not trained with.
+EXPORT_VERSION = 2
 
 
 class ExportError(UserInputError, ValueError):
@@ -163,6 +166,12 @@ def read_export(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Codec
         raise ExportError(f"{meta_path}: unreadable ({e})") from e
     if not isinstance(meta, dict) or meta.get("export_version") != EXPORT_VERSION:
         version = meta.get("export_version") if isinstance(meta, dict) else None
+        if version == 1:
+            raise ExportError(
+                f"{meta_path}: export_version 1 was written for the decoder before it took "
+                "DAC's exact length; export the run's checkpoint again (telucodec-export), "
+                "or import DAC weights again (telucodec-import)"
+            )
         raise ExportError(f"{meta_path}: export_version {version!r} unsupported")
     try:
         codec_cfg = CodecConfig(**meta["codec"])

@@ -1,8 +1,9 @@
 """The generator: DAC-style encoder -> residual VQ -> decoder, with plain constructor args.
 
-Shapes: audio ``[B, 1, T]`` (samples, nominally in [-1, 1]); latents ``[B, D, F]`` with
-``F = ceil(T / hop)`` frames; codes ``[B, n_q, F]``. The model knows nothing of configs,
-devices, precision or ranks.
+Shapes: audio ``[B, 1, T]`` (samples, nominally in [-1, 1]); latents ``[B, D, F]``; codes
+``[B, n_q, F]``; ``F`` frames decode to ``F * hop - tail`` samples (:meth:`Codec.frames_for`
+gives the ``F`` that covers ``T``). The model knows nothing of configs, devices, precision
+or ranks.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class DecoderBlock(nn.Module):
 
 
 class Decoder(nn.Module):
-    """``[B, input_channel, F] -> [B, d_out, F * prod(rates)]`` in (-1, 1).
+    """``[B, input_channel, F] -> [B, d_out, F * prod(rates) - decoder_shortfall(rates)]`` in
+    (-1, 1).
 
     Channels halve at every stride (``channels / 2**i``). Ends like DAC:
     Snake -> conv k7 -> Tanh. Tanh bounds the output to the range the prep command
@@ -206,13 +208,13 @@ class Codec(nn.Module):
     def decoded_length(self, frames: int) -> int:
         """Samples the decoder makes from ``frames`` code frames: ``frames * hop - tail``
         (``tail``: see :func:`decoder_shortfall`; 8 for the 16 kHz model, 0 for 44.1 kHz)."""
-        return frames * self.hop_length - self.tail
+        return max(0, frames * self.hop_length - self.tail)
 
     def frames_for(self, samples: int) -> int:
         """Code frames needed for the decoder to cover ``samples`` input samples: ``ceil((T
         + tail) / hop)``. One more than ``ceil(T / hop)`` only when ``T`` ends within
         ``tail`` samples of a frame boundary."""
-        return -(-(samples + self.tail) // self.hop_length)
+        return -(-(samples + self.tail) // self.hop_length) if samples > 0 else 0
 
     def _pad(self, audio: Tensor, cover: bool) -> Tensor:
         """Zero-pad ``[B, 1, T]`` on the right to whole frames: :meth:`frames_for` ``(T)``

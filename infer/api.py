@@ -18,6 +18,7 @@ Files are streamed (two passes over an input: measure the loudness, then encode)
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -175,7 +176,7 @@ class TeluCodec:
         """Codes ``[n_q, f]`` of one conditioned signal given as consecutive blocks, window
         core by window core (they concatenate to the whole-signal codes)."""
         wins = blk.audio_windows(
-            blocks, self.hop, self.block_frames, self.enc_context, gain, key, self.tail
+            blocks, self.hop, self.block_frames, self.enc_context, gain, key, tail=self.tail
         )
         for _, codes in batch.run(self.codec, wins, self.batch_windows, n_q):
             yield codes
@@ -216,12 +217,18 @@ class TeluCodec:
                 f"{name}: {code.n_q} codebooks of {code.bits} bits, the model has "
                 f"{self.n_codebooks} of {bits_for(self.codebook_size)}"
             )
-        if code.n_samples > (have := self.codec.decoded_length(code.n_frames)):
-            # encode always writes enough frames (Codec.frames_for): a forged header, or a
-            # file from before the decoder matched DAC's length (F * hop - tail)
+        if code.n_samples > code.n_frames * self.hop:
             raise CodeFileError(
-                f"{name}: corrupt: {code.n_samples} samples, but its {code.n_frames} frames "
-                f"decode to {have}"
+                f"{name}: corrupt: {code.n_samples} samples in {code.n_frames} frames of {self.hop}"
+            )
+        if code.n_samples > (have := self.codec.decoded_length(code.n_frames)):
+            # encode writes the frames that cover the input (Codec.frames_for); a file
+            # written before the decoder took DAC's length (F * hop - tail) may lack one
+            warnings.warn(
+                f"{name}: its last {code.n_samples - have} samples decode as silence: its "
+                f"{code.n_frames} frames make {have} of {code.n_samples} (a file written "
+                "before the decoder took DAC's exact length; encode the source again)",
+                stacklevel=2,
             )
         if code.codes.size and int(code.codes.max()) >= self.codebook_size:
             raise CodeFileError(f"{name}: corrupt (codes do not fit the model)")

@@ -53,9 +53,10 @@ def conv_input_lengths(network: nn.Module) -> dict[nn.Module, tuple[int, int]]:
 
     Lengths are affine in the frame count, ``a * F - b``, but not always proportional: an
     odd-stride upsampling layer (DAC's) makes ``L * r - 1``. So each conv's affine rule is
-    measured once, by running the network on 1 and on 2 frames of zeros (cached per
-    network). Input: ``[1, in_channels, F * unit]``, ``unit`` the product of the plain
-    convs' strides (the hop for an encoder, 1 for a decoder).
+    measured once, by running the network on 2 and on 3 frames of zeros (cached per
+    network; not on 1, where a compiled Snake would see a size-1 axis and recompile). Input:
+    ``[1, in_channels, F * unit]``, ``unit`` the product of the plain convs' strides (the
+    hop for an encoder, 1 for a decoder).
     """
     if network in _LENGTHS:
         return _LENGTHS[network]
@@ -68,14 +69,14 @@ def conv_input_lengths(network: nn.Module) -> dict[nn.Module, tuple[int, int]]:
     ]
     try:
         with torch.inference_mode():
-            for f in (1, 2):
+            for f in (2, 3):
                 network(
                     torch.zeros(1, convs[0].in_channels, f * unit, device=p.device, dtype=p.dtype)
                 )
     finally:
         for h in handles:
             h.remove()
-    rules = {m: (l1, l2 - l1) for m, (l1, l2) in seen.items()}
+    rules = {m: (2 * l2 - l3, l3 - l2) for m, (l2, l3) in seen.items()}
     _LENGTHS[network] = rules
     return rules
 
@@ -148,6 +149,10 @@ def decode_batch(codec: nn.Module, batch: Sequence[Window]) -> list[np.ndarray]:
         y = codec.decoder(z.to(p.dtype))[:, 0].float().cpu().numpy()
     # a window's own output is decoded_length(w.frames) long; past it lies batch padding
     ends = [min(w.keep.stop * hop, codec.decoded_length(w.frames)) for w in batch]
+    for w, end in zip(batch, ends, strict=True):
+        if not w.last and end < w.keep.stop * hop:
+            # only an item's last window may end short; otherwise samples would vanish
+            raise ValueError("decoder windows need at least 1 frame of context after the core")
     return [
         y[i, w.keep.start * hop : end] for i, (w, end) in enumerate(zip(batch, ends, strict=True))
     ]

@@ -104,7 +104,8 @@ def audio_windows(
     context: int,
     gain: float = 1.0,
     key: Hashable = 0,
-    tail: int = 0,
+    *,
+    tail: int,
 ) -> Iterator[Window]:
     """Encoder windows of a long mono signal given as consecutive blocks (any sizes).
 

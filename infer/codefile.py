@@ -22,7 +22,9 @@ Layout (little-endian)::
                         each written MSB first in ``bits`` bits, zero-padded to a byte
 
 So the payload is exactly ``n_frames * n_q * bits`` bits (+ at most 7 padding bits): the
-nominal bitrate times the duration, rounded up to whole frames.
+nominal bitrate times the duration, rounded up to the frames that cover it
+(:meth:`codec.generator.Codec.frames_for`: one more when the input ends within the decoder's
+``tail`` samples of a frame boundary).
 
 Version 2 added ``orig_frames`` and ``orig_ch`` so decoding can give back a file of the
 input's exact rate and length. Version 3 added ``header_crc``: in version 2 a flipped header

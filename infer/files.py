@@ -167,7 +167,7 @@ def encode_jobs(tc: CodecRunner, jobs: list[tuple], n_q: int) -> Iterator[FileRe
                 meta[key] = (info, plan, n)
                 stream = audio.stream_conditioned(src, tc.sample_rate, info=info)
                 yield from blk.audio_windows(stream, tc.hop, tc.block_frames, tc.enc_context,
-                                             plan.gain, key, tc.tail)  # fmt: skip
+                                             plan.gain, key, tail=tc.tail)  # fmt: skip
                 if n == 0:
                     raise audio.EmptyAudioError(src, "no samples at the model's rate")
             except audio.AudioError as e:

@@ -121,7 +121,9 @@ class DataConfig:
         prefix (``pipe:aws s3 cp s3://bucket/set`` style prefixes work; see launch/README).
     batch_size: items per process (per GPU) per micro-batch. The global batch is
         batch_size x grad_accum x number of processes.
-    segment_samples: crop length in samples; a multiple of the codec hop.
+    segment_samples: crop length in samples; a multiple of the codec hop (the codec encodes
+        one frame more so that its decoder, which makes ``F * hop - tail`` samples, covers
+        the whole crop: :meth:`codec.generator.Codec.frames_for`).
     log_keys: debug aid; each rank appends the (keys, offsets, epochs) of every micro-batch
         it trains on to ``<run_dir>/data_keys_rank{N}.jsonl`` (the multi-process tests use it
         to prove that ranks read disjoint data).

@@ -39,7 +39,8 @@ def encode_stream(
     level step). ``context``: frames each side (None = :func:`context_frames`).
     """
     ctx = context if context is not None else context_frames(codec)[0]
-    wins = audio_windows(blocks, codec.hop_length, block_frames, ctx, gain)
+    # tail=0: codec.encode's own frame count (ceil(T / hop)), which these helpers mirror
+    wins = audio_windows(blocks, codec.hop_length, block_frames, ctx, gain, tail=0)
     for _, codes in run(codec, wins, batch_windows, n_quantizers):
         yield codes
 

@@ -73,7 +73,7 @@ def test_nan_weights_are_refused_even_with_a_matching_id(tiny_export, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "meta", [b"\x00garbage", b"[]", b'{"export_version": 1, "codec": {"nope": 1}}']
+    "meta", [b"\x00garbage", b"[]", b'{"export_version": 2, "codec": {"nope": 1}}']
 )
 def test_a_damaged_codec_json_is_named(export, wav, tmp_path, capsys, meta):
     (export / "codec.json").write_bytes(meta)
@@ -157,3 +157,14 @@ def test_eval_names_a_missing_opus_and_a_read_only_out(
     assert infer_eval.main(args) == 2
     line = error_line(capsys, "telucodec-eval")
     assert f"{tmp_path / 'o'}/eval.json: writing the evaluation failed: Read-only" in line
+
+
+def test_a_version_1_export_is_refused_with_what_to_do(tiny_export, tmp_path, capsys, wav):
+    """Version 1 predates the decoder's DAC-exact length: same weights, different decoder."""
+    old = tmp_path / "old"
+    shutil.copytree(tiny_export, old)
+    meta = json.loads((old / "codec.json").read_text())
+    (old / "codec.json").write_text(json.dumps({**meta, "export_version": 1}))
+    assert cli.main(["decode", str(wav), str(tmp_path / "x.wav"), "--model", str(old)]) == 2
+    line = error_line(capsys, "telucodec-decode")
+    assert str(old / "codec.json") in line and "export the run's checkpoint again" in line

@@ -70,7 +70,7 @@ def test_window_plan_covers_every_frame_once_with_context(seconds):
     hop, block, ctx = 320, 7, 3
     x = speech(seconds, seed=1)
     n_frames = -(-len(x) // hop)
-    wins = list(blocks.audio_windows(np.array_split(x, 5), hop, block, ctx))
+    wins = list(blocks.audio_windows(np.array_split(x, 5), hop, block, ctx, tail=0))
     kept, start = [], 0
     for w in wins:
         lo = start - min(start, ctx)  # the window starts ctx frames before its core
@@ -90,3 +90,11 @@ def test_window_plan_covers_every_frame_once_with_context(seconds):
         (w.keep.start, w.keep.stop, w.frames) for w in wins
     ]
     assert cw[-1].last and not any(w.last for w in cw[:-1])
+
+
+def test_a_window_without_context_after_its_core_is_refused(codec):
+    """With no frame after its core a window's last ``tail`` samples do not exist; a gap in
+    the middle of the output is refused rather than silently closed up."""
+    codes = np.random.default_rng(0).integers(0, 64, size=(4, 30))
+    with pytest.raises(ValueError, match="at least 1 frame of context after the core"):
+        list(decode_stream(codec, codes, 10, context=0))

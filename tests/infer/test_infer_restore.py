@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -119,10 +120,22 @@ def test_every_sample_is_decoded_near_a_frame_boundary(tmp_path, tc, extra):
     np.testing.assert_allclose(yf, y, atol=1e-6)
 
 
-def test_more_samples_than_the_frames_decode_is_refused(tc):
-    """A header may not promise samples its frames cannot make (F * hop - tail)."""
+def test_a_header_promising_samples_beyond_the_frames(tc):
+    """Beyond ``F * hop``: corrupt, refused. Between ``F * hop - tail`` and ``F * hop`` (a
+    code file written before the decoder took DAC's length): decoded, the missing end as
+    silence, with a warning that says so."""
     cf = tc.encode(speech(0.5, seed=2), SR)
     have = cf.n_frames * tc.hop - tc.tail
-    tc.decode(dataclasses.replace(cf, n_samples=have))  # the most the frames make: fine
-    with pytest.raises(CodeFileError, match=rf"{have + 1} samples, but its {cf.n_frames} frames"):
-        tc.decode(dataclasses.replace(cf, n_samples=have + 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the most the frames make: no warning
+        assert len(tc.decode(dataclasses.replace(cf, n_samples=have, orig_frames=have))) == have
+    with pytest.warns(UserWarning, match=rf"last 3 samples decode as silence: its {cf.n_frames} "):
+        y = tc.decode(dataclasses.replace(cf, n_samples=have + 3, orig_frames=have + 3))
+    assert len(y) == have + 3 and not y[-3:].any() and y[-4] != 0
+    full = cf.n_frames * tc.hop
+    with pytest.raises(CodeFileError, match=rf"corrupt: {full + 1} samples in {cf.n_frames} "):
+        tc.decode(dataclasses.replace(cf, n_samples=full + 1, orig_frames=full + 1))
+
+
+def test_no_frames_decode_to_no_samples(tc):
+    assert tc.codec.decoded_length(0) == 0 and tc.codec.frames_for(0) == 0
