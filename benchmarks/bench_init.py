@@ -139,10 +139,27 @@ def export_score(cfg, export_dir: Path) -> dict:
         cfg.data.shards, max_items=cfg.validation.max_items,
         max_seconds=cfg.validation.max_seconds,
     )  # fmt: skip
+    # the run's loss.mel, as its validator scores: otherwise (a)'s first point and this
+    # score agree only while the preset keeps the default mel
     res = validate(codec, items, [n], {n: cfg.codec.bitrate_kbps(n)}, cfg.codec.sample_rate,
-                   torch.device("cpu"), audio_examples=0)  # fmt: skip
+                   torch.device("cpu"), audio_examples=0, mel=cfg.loss.mel)  # fmt: skip
     at = res.at(n)
     return {"mel_distance": at.mel_distance, "snr_db": at.snr_db, "rms_ratio": at.rms_ratio}
+
+
+class StageStopped(RuntimeError):
+    """A stage's training was stopped (SIGTERM, Ctrl-C, a stop file) before its budget."""
+
+
+def completed(result, stage: str):
+    """``result`` of a stage's ``train()``, unless it was stopped early: the trainer treats a
+    signal as a request to save and return, so without this check the benchmark would go on
+    to the next stage and report curves with a cut budget as if they were comparable."""
+    if result.stop_reason.startswith("stop requested"):
+        raise StageStopped(
+            f"{stage}: {result.stop_reason} at step {result.steps}; nothing recorded"
+        )
+    return result
 
 
 def run(args) -> dict:
@@ -155,15 +172,15 @@ def run(args) -> dict:
     kbps = pre_cfg.codec.bitrate_kbps(pre_cfg.codec.operating_n_quantizers)
     val_kbps = f"validation.kbps=[{kbps}]"
     pre_cfg = config(args, shards["pretrain"], "pretrain", val_kbps)
-    pre = train(pre_cfg)
+    pre = completed(train(pre_cfg), "pretrain")
     w = args.warmup_steps
     a_cfg = config(args, shards["target"], "finetune", val_kbps,
                    f"model.init_from={pre.export_dir}", f"optim.disc_warmup_steps={w}",
                    f"validation.every_steps={w}")  # fmt: skip
     own = export_score(a_cfg, pre.export_dir)
-    a = train(a_cfg)
+    a = completed(train(a_cfg), "finetune")
     b_cfg = config(args, shards["target"], "scratch", val_kbps, f"validation.every_steps={w}")
-    b = train(b_cfg)
+    b = completed(train(b_cfg), "scratch")
     rec = {
         "command": "python -m benchmarks.bench_init " + shlex.join(args.argv),
         "machine": describe(),
@@ -234,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--data {args.data}: not a folder", file=sys.stderr)
         return 2
     args.workdir.mkdir(parents=True, exist_ok=True)
-    rec = run(args)
+    try:
+        rec = run(args)
+    except StageStopped as e:
+        print(f"bench_init: {e}", file=sys.stderr)
+        return 1
     (args.workdir / "init.json").write_text(json.dumps(rec, indent=1))
     md = report(rec)
     (args.workdir / "init.md").write_text(md + "\n")

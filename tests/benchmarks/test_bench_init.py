@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from benchmarks.bench_init import TELUGU_SPEAKER, split_speakers
+import pytest
+
+from benchmarks.bench_init import TELUGU_SPEAKER, StageStopped, completed, split_speakers
+from trainer.train import TrainResult
 
 
 def test_halves_share_no_speaker_and_keep_every_speaker(tmp_path):
@@ -17,3 +20,13 @@ def test_halves_share_no_speaker_and_keep_every_speaker(tmp_path):
     assert all(len(fs) == 4 for h in halves.values() for fs in h.values())
     small = split_speakers(tmp_path, TELUGU_SPEAKER, 4)
     assert {k: len(v) for k, v in small["target"].items()} == {"SPKF02": 2, "SPKM02": 2}
+
+
+def test_a_stopped_stage_ends_the_benchmark(tmp_path):
+    """A SIGTERM makes the trainer save and return; the benchmark must not go on to the next
+    stage as if the budget had been spent."""
+    done = TrainResult(tmp_path, 40, {}, None, None, None, "max_minutes (5.0)")
+    assert completed(done, "pretrain") is done
+    cut = TrainResult(tmp_path, 12, {}, None, None, None, "stop requested (SIGTERM)")
+    with pytest.raises(StageStopped, match=r"finetune: stop requested \(SIGTERM\) at step 12"):
+        completed(cut, "finetune")
